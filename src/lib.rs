@@ -1,0 +1,16 @@
+//! emf-ssh: count who is really using an EC2 instance and publish it to CloudWatch.
+//!
+//! Data flows one way: `/proc` -> [`probe`] -> snapshot -> aggregate -> encode -> sink.
+//! Everything in the middle is pure; I/O sits at the edges.
+
+pub mod cli;
+pub mod commands;
+pub mod probe;
+
+/// Unix time in milliseconds: the one place the wall clock is read for stamps.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
