@@ -172,3 +172,6 @@ pub enum ProbeError {
     #[error("unexpected error reading {path}: {message}")]
     Read { path: PathBuf, message: String },
 }
+
+#[cfg(test)]
+mod fixture_tests;

@@ -142,7 +142,7 @@ impl Probe {
         if self.opts.remote_addresses {
             self.fill_remote_addresses(&mut sessions);
         }
-        sessions.sort_by(|a, b| (a.kind, a.started_at, a.pid).cmp(&(b.kind, b.started_at, b.pid)));
+        sessions.sort_by_key(|s| (s.kind, s.started_at, s.pid));
         Snapshot {
             taken_at_ms: now_ms,
             method,
@@ -415,7 +415,7 @@ impl Probe {
 fn read_bytes(process: &Process, name: &str) -> Result<Vec<u8>, ProcError> {
     let mut f = process.open_relative(name)?;
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf).map_err(|e| ProcError::from(e))?;
+    f.read_to_end(&mut buf).map_err(ProcError::from)?;
     Ok(buf)
 }
 

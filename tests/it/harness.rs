@@ -1,0 +1,283 @@
+//! Shared test plumbing: the emf-ssh binary, a private real sshd, and polling helpers.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const TEST_USER: &str = "emfssh-test";
+
+/// Tests that open sessions or count them share the machine's process table: one at a time.
+static MACHINE: Mutex<()> = Mutex::new(());
+
+pub fn machine_lock() -> MutexGuard<'static, ()> {
+    MACHINE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_emf-ssh")
+}
+
+pub fn emf_ssh(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run emf-ssh")
+}
+
+/// Whether real peers are required (the test command) or optional (a bare `cargo test`).
+pub fn peers_required() -> bool {
+    std::env::var_os("EMF_SSH_REAL_PEERS").is_some_and(|v| v == "1")
+}
+
+/// Returns a reason when a prerequisite is missing; panics instead when peers are required.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(
+        !peers_required(),
+        "required test peer missing: {what} (run scripts/test)"
+    );
+    eprintln!("skipping: {what} (scripts/test installs it)");
+    false
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn user_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/passwd")
+        .map(|p| p.lines().any(|l| l.starts_with(&format!("{name}:"))))
+        .unwrap_or(false)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it returns `Some`, for at most `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A private OpenSSH server on a loopback port: own config, host key and authorized key, never
+/// `/etc/ssh` or the system service. It daemonizes like the packaged service, so its listener
+/// is re-parented to PID 1 just as under systemd.
+pub struct Sshd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    clients: Vec<Child>,
+}
+
+impl Sshd {
+    /// `None` (skip) when sshd, root or the test user is missing and peers are optional.
+    pub fn start() -> Option<Sshd> {
+        if !require(
+            Path::new("/usr/sbin/sshd").exists(),
+            "/usr/sbin/sshd (apt-get install openssh-server)",
+        ) || !require(is_root(), "root (sshd needs it to switch users)")
+            || !require(user_exists(TEST_USER), "user emfssh-test")
+        {
+            return None;
+        }
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let dir = tempfile::Builder::new()
+            .prefix("emf-ssh-sshd")
+            .tempdir()
+            .expect("tempdir");
+        let d = dir.path().to_path_buf();
+        let d = d.as_path();
+        for key in ["host_key", "client_key"] {
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(key))
+                .status()
+                .expect("ssh-keygen");
+            assert!(st.success());
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))
+            .expect("authorized_keys");
+        // The askpass helper never answers: the client stays in authentication.
+        write_exec(
+            &d.join("askpass"),
+            &format!(
+                "#!/bin/sh\ntouch {}/askpass.called\nexec sleep 300\n",
+                d.display()
+            ),
+        );
+        let sshd = Sshd {
+            port: free_port(),
+            dir,
+            clients: Vec::new(),
+        };
+        std::fs::write(
+            sshd.path("sshd_config"),
+            format!(
+                "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\nLogLevel ERROR\nLoginGraceTime 120\nMaxStartups 100\n",
+                port = sshd.port,
+                d = d.display()
+            ),
+        )
+        .expect("sshd_config");
+        sshd.start_listener();
+        Some(sshd)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.path("sshd.pid")
+    }
+
+    pub fn listener_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Starts (or restarts) the listener and waits until it accepts connections.
+    pub fn start_listener(&self) {
+        let _ = std::fs::remove_file(self.pid_file());
+        let st = Command::new("/usr/sbin/sshd")
+            .arg("-f")
+            .arg(self.path("sshd_config"))
+            .status()
+            .expect("sshd");
+        assert!(st.success(), "sshd did not start");
+        let up = wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port))
+                .ok()
+                .and(self.listener_pid())
+        });
+        assert!(up.is_some(), "sshd did not listen on {}", self.port);
+    }
+
+    /// Kills the listener (as a package upgrade would); open sessions survive.
+    pub fn kill_listener(&self) {
+        let pid = self.listener_pid().expect("listener pid");
+        kill(pid, "TERM");
+        let gone = wait_for(Duration::from_secs(10), || {
+            (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        });
+        assert!(gone.is_some(), "listener {pid} did not exit");
+    }
+
+    fn ssh_command(&self, user: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.arg("-i")
+            .arg(self.path("client_key"))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .args(["-p", &self.port.to_string()])
+            .arg(format!("-l{user}"));
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+
+    /// Opens an ssh client with extra options; the remote command (if any) is `sleep 600`.
+    pub fn open(&mut self, user: &str, opts: &[&str], remote_command: bool) {
+        let mut c = self.ssh_command(user);
+        c.args(["-o", "BatchMode=yes"]).args(opts).arg("127.0.0.1");
+        if remote_command {
+            c.args(["sleep", "600"]);
+        }
+        self.clients.push(c.spawn().expect("ssh"));
+    }
+
+    /// A client that sent its user name and now waits forever for a password.
+    pub fn open_pending_auth(&mut self, user: &str) {
+        let mut c = self.ssh_command(user);
+        c.args([
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ])
+        .env("SSH_ASKPASS", self.path("askpass"))
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .arg("127.0.0.1");
+        self.clients.push(c.spawn().expect("ssh"));
+        let asked = wait_for(Duration::from_secs(10), || {
+            self.path("askpass.called").exists().then_some(())
+        });
+        assert!(
+            asked.is_some(),
+            "the client never reached the password prompt"
+        );
+    }
+
+    /// Closes every client connection.
+    pub fn close_clients(&mut self) {
+        for mut c in self.clients.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.close_clients();
+        if let Some(pid) = self.listener_pid() {
+            kill(pid, "TERM");
+        }
+        // Remote `sleep`s and re-parented session processes of this test's connections.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", TEST_USER])
+            .status();
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("sshd: .*{}", self.dir.path().display())])
+            .status();
+    }
+}
+
+pub fn kill(pid: i32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn write_exec(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
