@@ -43,6 +43,11 @@ pub struct ProbeArgs {
     /// sshd pid file(s) whose listener is walked without a full /proc scan.
     #[arg(long = "sshd-pid-file", value_name = "PATH", default_values = ["/run/sshd.pid", "/var/run/sshd.pid"])]
     pub sshd_pid_files: Vec<PathBuf>,
+
+    /// While sessions are found by walking down from known roots, still read all of /proc every
+    /// N samples to find sessions under parents not seen before (0: only to confirm a zero).
+    #[arg(long, default_value_t = 360, value_name = "N")]
+    pub full_scan_every: u32,
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +55,10 @@ pub struct CountArgs {
     /// Print the count and the session list as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Sample this many times in one process and print the last (for the benchmark).
+    #[arg(long, default_value_t = 1, hide = true)]
+    pub samples: u32,
 
     #[command(flatten)]
     pub probe: ProbeArgs,

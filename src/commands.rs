@@ -17,6 +17,7 @@ impl ProbeArgs {
         ProbeOptions {
             root: self.proc_root.clone(),
             sshd_pid_files: self.sshd_pid_files.clone(),
+            full_scan_every: self.full_scan_every,
             ..ProbeOptions::default()
         }
     }
@@ -53,7 +54,10 @@ impl<'a> CountReport<'a> {
 
 fn count(args: &CountArgs) -> anyhow::Result<()> {
     let mut probe = Probe::new(args.probe.options())?;
-    let snapshot = probe.sample(crate::now_ms())?;
+    let mut snapshot = probe.sample(crate::now_ms())?;
+    for _ in 1..args.samples {
+        snapshot = probe.sample(crate::now_ms())?;
+    }
     let report = CountReport::new(&snapshot, &args.probe);
     let mut out = std::io::stdout().lock();
     if args.json {
