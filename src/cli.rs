@@ -1,8 +1,10 @@
 //! Command-line definitions (also the source of the man page and shell completions).
 
+use crate::emit::SinkSpec;
 use crate::probe::KindSet;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Print how many sessions are open now (exit 1, never 0, when they cannot be seen).
     Count(CountArgs),
+    /// Sample the sessions and publish the interval maximum to CloudWatch (the daemon).
+    Run(RunArgs),
 }
 
 /// Where and what the probe looks at; shared by every command that counts.
@@ -62,4 +66,141 @@ pub struct CountArgs {
 
     #[command(flatten)]
     pub probe: ProbeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where to publish: auto, stdout, emf-file:PATH, emf-tcp://HOST:PORT, emf-udp://HOST:PORT,
+    /// statsd://HOST:PORT or cloudwatch. auto = the CloudWatch agent's EMF socket
+    /// (AWS_EMF_AGENT_ENDPOINT, default tcp://127.0.0.1:25888) while it listens, else PutMetricData.
+    #[arg(
+        long,
+        env = "EMF_SSH_SINK",
+        default_value = "auto",
+        value_name = "SINK"
+    )]
+    pub sink: SinkSpec,
+
+    /// Sample once, publish one datapoint and exit (for cron and tests).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Publication interval, aligned to the clock. Under 60s publishes high-resolution metrics.
+    #[arg(long, env = "EMF_SSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// How often to sample within an interval (the interval maximum is published).
+    #[arg(long, env = "EMF_SSH_SAMPLE_EVERY", default_value = "10s", value_parser = parse_duration)]
+    pub sample_every: Duration,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    #[command(flatten)]
+    pub names: NameArgs,
+
+    /// Log group named in EMF documents sent to the agent's socket (and stdout).
+    #[arg(long, env = "AWS_EMF_LOG_GROUP_NAME", default_value = crate::emit::emf::DEFAULT_LOG_GROUP)]
+    pub log_group: String,
+
+    /// Log stream for EMF socket documents (default: the agent uses the instance id).
+    #[arg(long, env = "AWS_EMF_LOG_STREAM_NAME")]
+    pub log_stream: Option<String>,
+
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+/// Which instance the metric belongs to.
+#[derive(Debug, Args, Clone)]
+pub struct InstanceArgs {
+    /// EC2 instance id (default: from the instance metadata service, IMDSv2).
+    #[arg(long, env = "EMF_SSH_INSTANCE_ID", value_name = "ID")]
+    pub instance_id: Option<String>,
+
+    /// AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, then IMDSv2).
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+}
+
+/// Names of what is published (defaults documented in the README).
+#[derive(Debug, Args, Clone)]
+pub struct NameArgs {
+    /// CloudWatch namespace of the metric (EMF and PutMetricData modes).
+    #[arg(long, env = "EMF_SSH_NAMESPACE", default_value = crate::identity::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+
+    /// Metric name.
+    #[arg(long, env = "EMF_SSH_METRIC_NAME", default_value = crate::identity::DEFAULT_METRIC_NAME)]
+    pub metric_name: String,
+
+    /// The CloudWatch agent's metrics.namespace, where StatsD metrics land.
+    #[arg(long, env = "EMF_SSH_AGENT_NAMESPACE", default_value = crate::identity::AGENT_DEFAULT_NAMESPACE)]
+    pub agent_namespace: String,
+}
+
+impl NameArgs {
+    pub fn names(&self) -> crate::identity::Names {
+        crate::identity::Names {
+            namespace: self.namespace.clone(),
+            metric_name: self.metric_name.clone(),
+            agent_namespace: self.agent_namespace.clone(),
+        }
+    }
+}
+
+/// `10s`, `2m`, `1h`, `500ms`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 10s, 2m, 1h)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m or h)")),
+    };
+    if d.is_zero() {
+        return Err("a duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("10d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_snapshots() {
+        let mut cmd = Cli::command().term_width(100);
+        insta::assert_snapshot!("help", cmd.render_long_help().to_string());
+        for sub in ["count", "run"] {
+            let mut c = Cli::command().term_width(100);
+            let s = c.find_subcommand_mut(sub).expect("subcommand");
+            insta::assert_snapshot!(format!("help_{sub}"), s.render_long_help().to_string());
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! What each subcommand does, over the library. `main` only maps the result to an exit code.
 
-use crate::cli::{Cli, Command, CountArgs, ProbeArgs};
+use crate::cli::{Cli, Command, CountArgs, ProbeArgs, RunArgs};
+use crate::daemon::{self, RunConfig};
+use crate::emit::{emf, SinkSpec};
 use crate::probe::{Kind, Probe, ProbeOptions, ScanMethod, Session, Snapshot};
 use serde::Serialize;
 use std::io::Write;
@@ -9,7 +11,15 @@ use std::io::Write;
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Count(args) => count(&args),
+        Command::Run(args) => runtime()?.block_on(run_daemon(args)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One thread: the work is a sample every few seconds; a second thread would only cost memory.
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 impl ProbeArgs {
@@ -65,6 +75,52 @@ fn count(args: &CountArgs) -> anyhow::Result<()> {
         writeln!(out)?;
     } else {
         writeln!(out, "{}", report.count)?;
+    }
+    Ok(())
+}
+
+async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    if args.sample_every > args.interval {
+        anyhow::bail!(
+            "--sample-every ({:?}) is longer than --interval ({:?}): every interval needs a sample",
+            args.sample_every,
+            args.interval
+        );
+    }
+    // Fail on a blind probe before anything else: never start publishing zeros.
+    let mut probe = Probe::new(args.probe.options())?;
+    let instance = crate::identity::resolve(
+        args.instance.instance_id.clone(),
+        args.instance.region.clone(),
+    )
+    .await?;
+    if matches!(args.sink, SinkSpec::Cloudwatch | SinkSpec::Auto) && instance.region.is_none() {
+        anyhow::bail!(
+            "no AWS region for the {} sink: pass --region or set AWS_REGION",
+            args.sink
+        );
+    }
+    let cfg = RunConfig {
+        sink: args.sink.clone(),
+        interval: args.interval,
+        sample_every: args.sample_every,
+        once: args.once,
+        kinds: args.probe.kinds.clone(),
+        names: args.names.names(),
+        log_target: emf::LogTarget {
+            log_group_name: Some(args.log_group.clone()),
+            log_stream_name: args.log_stream.clone(),
+        },
+    };
+    let mut sink = daemon::build_sink(&cfg, &instance)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(instance = %instance, "identity");
+    if cfg.once {
+        daemon::run_once(&mut probe, &cfg.kinds, &mut sink).await?;
+    } else {
+        let summary = daemon::run_loop(&cfg, &mut probe, &mut sink).await?;
+        tracing::info!(?summary, "stopped");
     }
     Ok(())
 }

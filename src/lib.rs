@@ -1,10 +1,14 @@
 //! emf-ssh: count who is really using an EC2 instance and publish it to CloudWatch.
 //!
-//! Data flows one way: `/proc` -> [`probe`] -> snapshot -> aggregate -> encode -> sink.
-//! Everything in the middle is pure; I/O sits at the edges.
+//! Data flows one way: `/proc` -> [`probe`] -> snapshot -> [`aggregate`] -> [`emit`] encoders ->
+//! sinks. Everything in the middle is pure; I/O sits at the edges.
 
+pub mod aggregate;
 pub mod cli;
 pub mod commands;
+pub mod daemon;
+pub mod emit;
+pub mod identity;
 pub mod probe;
 
 /// Unix time in milliseconds: the one place the wall clock is read for stamps.

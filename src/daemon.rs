@@ -1,0 +1,289 @@
+//! The run loop: sample every `sample_every`, publish the interval's maximum at aligned interval
+//! boundaries, react to signals, talk to systemd. It knows sinks only through [`Sink`].
+
+use crate::aggregate::{interval_start, Aggregator, Datapoint};
+use crate::emit::cloudwatch::CloudWatchSink;
+use crate::emit::file::{EmfFileSink, StdoutSink};
+use crate::emit::socket::{EmfTcpSink, UdpSink};
+use crate::emit::{emf, Sink, SinkError, SinkSpec};
+use crate::identity::{InstanceIdentity, MetricIdentity, Names};
+use crate::probe::{KindSet, Probe};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::{sleep_until, Instant};
+
+/// Every sink, statically dispatched (async trait methods are not object-safe).
+#[derive(Debug)]
+pub enum AnySink {
+    Stdout(StdoutSink),
+    File(EmfFileSink),
+    Tcp(EmfTcpSink),
+    Udp(UdpSink),
+    CloudWatch(CloudWatchSink),
+    Auto(AutoSink),
+}
+
+macro_rules! each_sink {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnySink::Stdout($s) => $e,
+            AnySink::File($s) => $e,
+            AnySink::Tcp($s) => $e,
+            AnySink::Udp($s) => $e,
+            AnySink::CloudWatch($s) => $e,
+            AnySink::Auto($s) => $e,
+        }
+    };
+}
+
+impl Sink for AnySink {
+    fn describe(&self) -> String {
+        each_sink!(self, s => s.describe())
+    }
+    async fn sample(&mut self, count: usize) -> Result<(), SinkError> {
+        each_sink!(self, s => s.sample(count).await)
+    }
+    async fn publish(&mut self, dp: &Datapoint) -> Result<(), SinkError> {
+        each_sink!(self, s => s.publish(dp).await)
+    }
+    fn reopen(&mut self) {
+        each_sink!(self, s => s.reopen())
+    }
+}
+
+/// `auto`: the agent's EMF socket while it accepts connections, else PutMetricData. Both store
+/// the same metric identity, so the alarm does not care which one delivered a datapoint. The
+/// choice is re-evaluated at every publication and logged when it changes.
+#[derive(Debug)]
+pub struct AutoSink {
+    agent: EmfTcpSink,
+    cloudwatch: Option<CloudWatchSink>,
+    region: Option<String>,
+    id: MetricIdentity,
+    using_agent: Option<bool>,
+}
+
+impl Sink for AutoSink {
+    fn describe(&self) -> String {
+        format!(
+            "auto (agent EMF at tcp://{}, else CloudWatch PutMetricData)",
+            self.agent.addr()
+        )
+    }
+    async fn publish(&mut self, dp: &Datapoint) -> Result<(), SinkError> {
+        let agent_result = self.agent.send_now(dp).await;
+        let via_agent = agent_result.is_ok();
+        if self.using_agent != Some(via_agent) {
+            match &agent_result {
+                Ok(()) => tracing::info!(
+                    addr = self.agent.addr(),
+                    "auto: publishing through the CloudWatch agent"
+                ),
+                Err(e) => tracing::warn!("auto: publishing with PutMetricData ({e})"),
+            }
+            self.using_agent = Some(via_agent);
+        }
+        if via_agent {
+            return Ok(());
+        }
+        if self.cloudwatch.is_none() {
+            self.cloudwatch = Some(CloudWatchSink::new(self.region.clone(), self.id.clone()).await);
+        }
+        self.cloudwatch
+            .as_mut()
+            .expect("created above")
+            .publish(dp)
+            .await
+    }
+}
+
+/// Everything `run` needs besides the probe.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub sink: SinkSpec,
+    pub interval: Duration,
+    pub sample_every: Duration,
+    pub once: bool,
+    pub kinds: KindSet,
+    pub names: Names,
+    pub log_target: emf::LogTarget,
+}
+
+impl RunConfig {
+    pub fn identity(&self, instance: &InstanceIdentity) -> MetricIdentity {
+        MetricIdentity::for_mode(
+            self.sink.mode(),
+            &self.names,
+            &instance.instance_id,
+            self.interval.as_secs(),
+        )
+    }
+}
+
+/// Builds the sink the spec names.
+pub async fn build_sink(cfg: &RunConfig, instance: &InstanceIdentity) -> Result<AnySink, String> {
+    let id = cfg.identity(instance);
+    // The EMF file input takes the log group from the agent's collect_list entry; the socket
+    // needs it in every document (the agent silently drops events without one).
+    let socket_target = cfg.log_target.clone();
+    let file_target = emf::LogTarget {
+        log_group_name: None,
+        log_stream_name: None,
+    };
+    Ok(match &cfg.sink {
+        SinkSpec::Stdout => AnySink::Stdout(StdoutSink::new(id, socket_target)),
+        SinkSpec::EmfFile(p) => AnySink::File(EmfFileSink::new(p.clone(), id, file_target)),
+        SinkSpec::EmfTcp(a) => AnySink::Tcp(EmfTcpSink::new(a.clone(), id, socket_target)),
+        SinkSpec::EmfUdp(a) => AnySink::Udp(UdpSink::emf(a.clone(), id, socket_target)),
+        SinkSpec::Statsd(a) => AnySink::Udp(UdpSink::statsd(a.clone(), id)),
+        SinkSpec::Cloudwatch => {
+            AnySink::CloudWatch(CloudWatchSink::new(instance.region.clone(), id).await)
+        }
+        SinkSpec::Auto => match SinkSpec::agent_endpoint_from_env()? {
+            SinkSpec::EmfTcp(a) => AnySink::Auto(AutoSink {
+                agent: EmfTcpSink::new(a, id.clone(), socket_target),
+                cloudwatch: None,
+                region: instance.region.clone(),
+                id,
+                using_agent: None,
+            }),
+            SinkSpec::EmfUdp(a) => {
+                tracing::warn!("AWS_EMF_AGENT_ENDPOINT is UDP: auto cannot tell whether the agent listens; always using it");
+                AnySink::Udp(UdpSink::emf(a, id, socket_target))
+            }
+            other => {
+                return Err(format!(
+                    "AWS_EMF_AGENT_ENDPOINT must be tcp:// or udp://, not {other}"
+                ))
+            }
+        },
+    })
+}
+
+/// What a run did, for `--once` callers and tests.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RunSummary {
+    pub samples: u64,
+    pub failed_samples: u64,
+    pub published: u64,
+    pub publish_failures: u64,
+}
+
+fn notify(state: sd_notify::NotifyState<'_>) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(&[state]) {
+            tracing::warn!(error = %e, "sd_notify failed");
+        }
+    }
+}
+
+/// `--once`: one sample, one datapoint stamped now. A failed sample publishes nothing (exit 1).
+pub async fn run_once(
+    probe: &mut Probe,
+    kinds: &KindSet,
+    sink: &mut AnySink,
+) -> anyhow::Result<RunSummary> {
+    let now = crate::now_ms();
+    let snapshot = probe.sample(now)?;
+    let mut agg = Aggregator::new(now);
+    agg.add(snapshot.count(kinds), &snapshot.sessions);
+    let dp = agg.finish(now).expect("one good sample");
+    sink.sample(dp.max as usize).await?;
+    sink.publish(&dp).await?;
+    tracing::info!(value = dp.max, sink = %sink.describe(), "published");
+    Ok(RunSummary {
+        samples: 1,
+        published: 1,
+        ..RunSummary::default()
+    })
+}
+
+/// The daemon loop. Returns after SIGTERM/SIGINT, having published what was pending.
+pub async fn run_loop(
+    cfg: &RunConfig,
+    probe: &mut Probe,
+    sink: &mut AnySink,
+) -> anyhow::Result<RunSummary> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let interval_ms = cfg.interval.as_millis().max(1) as u64;
+    let watchdog = sd_notify::watchdog_enabled();
+    if let Some(w) = watchdog {
+        if cfg.sample_every * 2 > w {
+            tracing::warn!(?w, sample_every = ?cfg.sample_every, "WatchdogSec is less than twice --sample-every: systemd may kill the service");
+        }
+    }
+
+    // Wall-clock alignment: intervals start at multiples of the interval since the epoch, like
+    // CloudWatch's periods. Monotonic deadlines are derived from it once and then stepped.
+    let now_wall = crate::now_ms();
+    let mut agg = Aggregator::new(interval_start(now_wall, interval_ms));
+    let to_boundary = interval_ms - now_wall % interval_ms;
+    let mut next_publish = Instant::now() + Duration::from_millis(to_boundary);
+    let mut next_sample = Instant::now();
+    let mut summary = RunSummary::default();
+    let mut ready = false;
+    tracing::info!(sink = %sink.describe(), interval = ?cfg.interval, sample_every = ?cfg.sample_every, "running");
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = term.recv() => { tracing::info!("SIGTERM: publishing what is pending"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: publishing what is pending"); break; }
+            _ = hup.recv() => { tracing::info!("SIGHUP: reopening files"); sink.reopen(); }
+            _ = sleep_until(next_publish) => {
+                let dp = agg.finish(interval_start(crate::now_ms(), interval_ms));
+                publish(sink, dp, &mut summary).await;
+                next_publish += cfg.interval;
+            }
+            _ = sleep_until(next_sample) => {
+                next_sample += cfg.sample_every;
+                summary.samples += 1;
+                match probe.sample(crate::now_ms()) {
+                    Ok(s) => {
+                        let n = s.count(&cfg.kinds);
+                        agg.add(n, &s.sessions);
+                        if let Err(e) = sink.sample(n).await {
+                            tracing::warn!("{e}");
+                        }
+                    }
+                    Err(e) => {
+                        // Never a false zero: this sample does not exist.
+                        summary.failed_samples += 1;
+                        agg.add_failure();
+                        tracing::error!("sample skipped, nothing counted: {e}");
+                    }
+                }
+                if !ready {
+                    notify(sd_notify::NotifyState::Ready);
+                    ready = true;
+                }
+                if watchdog.is_some() {
+                    notify(sd_notify::NotifyState::Watchdog);
+                }
+            }
+        }
+    }
+    notify(sd_notify::NotifyState::Stopping);
+    let dp = agg.finish(0);
+    publish(sink, dp, &mut summary).await;
+    Ok(summary)
+}
+
+async fn publish(sink: &mut AnySink, dp: Option<Datapoint>, summary: &mut RunSummary) {
+    let Some(dp) = dp else {
+        tracing::warn!("no successful sample in this interval: nothing published");
+        return;
+    };
+    match sink.publish(&dp).await {
+        Ok(()) => {
+            summary.published += 1;
+            tracing::debug!(value = dp.max, samples = dp.sample_count, "published");
+        }
+        Err(e) => {
+            summary.publish_failures += 1;
+            tracing::error!("{e}");
+        }
+    }
+}
