@@ -186,3 +186,121 @@ pub fn encode(id: &MetricIdentity, dp: &Datapoint, target: &LogTarget) -> String
         String::new()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Mode, Names};
+    use crate::probe::{Kind, Session};
+
+    pub(crate) fn reference_schema() -> jsonschema::Validator {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/emf/emf-schema.json"
+        );
+        let text = std::fs::read_to_string(path).expect("shared EMF schema");
+        // The reference schema uses draft-07 style `$id`s (`#/properties/...`).
+        jsonschema::draft7::new(&serde_json::from_str(&text).expect("schema JSON")).expect("schema")
+    }
+
+    fn session(i: usize) -> Session {
+        Session {
+            kind: if i % 3 == 2 { Kind::Mosh } else { Kind::Ssh },
+            user: format!("user{}", i % 7),
+            uid: 1000 + i as u32,
+            pid: 4000 + i as i32,
+            started_at: Some(1_795_600_000),
+            age_secs: Some(60 + i as u64),
+            tty: if i % 2 == 0 {
+                "pts/0".into()
+            } else {
+                "notty".into()
+            },
+            remote: (i % 3 != 2).then(|| format!("203.0.113.{}:5{i:04}", i % 250)),
+        }
+    }
+
+    fn datapoint(n: usize) -> Datapoint {
+        Datapoint {
+            timestamp_ms: 1_795_627_020_000,
+            max: n as f64,
+            min: 0.0,
+            sum: n as f64,
+            sample_count: 6,
+            failed_samples: 0,
+            sessions: (0..n).map(session).collect(),
+        }
+    }
+
+    fn id(interval: u64) -> MetricIdentity {
+        MetricIdentity::for_mode(
+            Mode::EmfSocket,
+            &Names::default(),
+            "i-0123456789abcdef0",
+            interval,
+        )
+    }
+
+    fn socket_target() -> LogTarget {
+        LogTarget {
+            log_group_name: Some(DEFAULT_LOG_GROUP.into()),
+            log_stream_name: None,
+        }
+    }
+
+    #[test]
+    fn emf_document_snapshot_and_schema() {
+        let line = encode(&id(60), &datapoint(3), &socket_target());
+        assert!(!line.contains('\n'));
+        insta::assert_snapshot!("emf_socket_3_sessions", line);
+        let v: Value = serde_json::from_str(&line).expect("json");
+        let schema = reference_schema();
+        assert!(
+            schema.is_valid(&v),
+            "{:?}",
+            schema
+                .iter_errors(&v)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        );
+        // The metric value and the dimension value sit at the top level, as EMF requires.
+        assert_eq!(v["Sessions"], 3);
+        assert_eq!(v["InstanceId"], "i-0123456789abcdef0");
+    }
+
+    #[test]
+    fn file_documents_leave_the_log_group_to_the_agent_and_high_resolution_below_a_minute() {
+        let line = encode(&id(10), &datapoint(0), &LogTarget::default());
+        insta::assert_snapshot!("emf_file_idle_10s", line);
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert!(v["_aws"].get("LogGroupName").is_none());
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["StorageResolution"],
+            1
+        );
+        assert!(reference_schema().is_valid(&v));
+    }
+
+    #[test]
+    fn a_thousand_sessions_stay_small_and_summarized() {
+        let line = encode(&id(60), &datapoint(1000), &socket_target());
+        assert!(
+            line.len() < 32 * 1024,
+            "{} bytes: must fit a UDP datagram with room to spare",
+            line.len()
+        );
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["Sessions"], 1000);
+        assert_eq!(
+            v["SessionList"].as_array().map(Vec::len),
+            Some(MAX_LISTED_SESSIONS)
+        );
+        assert_eq!(v["SessionsOmitted"], 900);
+        assert_eq!(
+            v["SessionsByKind"]["ssh"].as_u64().unwrap_or(0)
+                + v["SessionsByKind"]["mosh"].as_u64().unwrap_or(0),
+            1000
+        );
+        assert!(reference_schema().is_valid(&v));
+    }
+}
