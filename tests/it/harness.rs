@@ -281,3 +281,156 @@ pub fn write_exec(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write script");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// Environment for child processes that must not find real AWS settings of the developer.
+pub fn clean_aws_env(c: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("EMF_SSH_") && k != "EMF_SSH_REAL_PEERS" {
+            c.env_remove(k);
+        }
+    }
+    c.env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+}
+
+/// `emf-ssh` with a clean AWS environment plus `env`.
+pub fn emf_ssh_cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(bin());
+    clean_aws_env(&mut c).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// LocalStack's URL when the test command started it.
+pub fn localstack() -> Option<String> {
+    let url = std::env::var("EMF_SSH_TEST_LOCALSTACK").ok();
+    require(url.is_some(), "LocalStack (EMF_SSH_TEST_LOCALSTACK)").then(|| url.unwrap_or_default())
+}
+
+pub const TEST_INSTANCE: &str = "i-0123456789abcdef0";
+
+/// A CloudWatch client for LocalStack with its dummy credentials.
+pub fn localstack_client(url: &str) -> aws_sdk_cloudwatch::Client {
+    let conf = aws_sdk_cloudwatch::Config::builder()
+        .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_sdk_cloudwatch::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .build();
+    aws_sdk_cloudwatch::Client::from_conf(conf)
+}
+
+/// Env that points emf-ssh at LocalStack.
+pub fn localstack_env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", url.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A unique namespace per test, so LocalStack's shared state cannot mix tests.
+pub fn unique_namespace(tag: &str) -> String {
+    format!(
+        "EmfSshTest/{tag}/{}/{}",
+        std::process::id(),
+        emf_ssh::now_ms()
+    )
+}
+
+/// A running `emf-ssh run` daemon; stderr goes to a file for assertions.
+pub struct Daemon {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub fn start(mut cmd: Command) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stderr_path = dir.path().join("stderr");
+        let f = std::fs::File::create(&stderr_path).expect("stderr file");
+        cmd.stderr(f).stdout(Stdio::piped());
+        let child = cmd.spawn().expect("spawn emf-ssh run");
+        Daemon {
+            child,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        kill(self.child.id() as i32, sig);
+    }
+
+    /// SIGTERM and wait; returns the exit code and stdout.
+    pub fn stop(mut self) -> (Option<i32>, String, String) {
+        self.signal("TERM");
+        let out = wait_for(Duration::from_secs(20), || {
+            self.child.try_wait().ok().flatten()
+        });
+        if out.is_none() {
+            let _ = self.child.kill();
+        }
+        let mut stdout = String::new();
+        if let Some(mut s) = self.child.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut s, &mut stdout);
+        }
+        let code = out.and_then(|s| s.code());
+        (code, stdout, self.stderr())
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The reference EMF schema from ../shared.
+pub fn emf_schema() -> jsonschema::Validator {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/emf/emf-schema.json"
+    );
+    let text = std::fs::read_to_string(path).expect("shared EMF schema");
+    jsonschema::draft7::new(&serde_json::from_str(&text).expect("schema JSON")).expect("schema")
+}
+
+pub fn assert_valid_emf(line: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let schema = emf_schema();
+    let errors: Vec<String> = schema.iter_errors(&v).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}: {line}");
+    v
+}

@@ -5,3 +5,4 @@
 mod harness;
 mod probe_hidepid;
 mod probe_real_sshd;
+mod publish;
