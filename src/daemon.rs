@@ -239,22 +239,7 @@ pub async fn run_loop(
             }
             _ = sleep_until(next_sample) => {
                 next_sample += cfg.sample_every;
-                summary.samples += 1;
-                match probe.sample(crate::now_ms()) {
-                    Ok(s) => {
-                        let n = s.count(&cfg.kinds);
-                        agg.add(n, &s.sessions);
-                        if let Err(e) = sink.sample(n).await {
-                            tracing::warn!("{e}");
-                        }
-                    }
-                    Err(e) => {
-                        // Never a false zero: this sample does not exist.
-                        summary.failed_samples += 1;
-                        agg.add_failure();
-                        tracing::error!("sample skipped, nothing counted: {e}");
-                    }
-                }
+                take_sample(cfg, probe, sink, &mut agg, &mut summary).await;
                 if !ready {
                     notify(sd_notify::NotifyState::Ready);
                     ready = true;
@@ -266,9 +251,36 @@ pub async fn run_loop(
         }
     }
     notify(sd_notify::NotifyState::Stopping);
+    // One last look, so the datapoint published on the way out reflects the moment of stopping.
+    take_sample(cfg, probe, sink, &mut agg, &mut summary).await;
     let dp = agg.finish(0);
     publish(sink, dp, &mut summary).await;
     Ok(summary)
+}
+
+async fn take_sample(
+    cfg: &RunConfig,
+    probe: &mut Probe,
+    sink: &mut AnySink,
+    agg: &mut Aggregator,
+    summary: &mut RunSummary,
+) {
+    summary.samples += 1;
+    match probe.sample(crate::now_ms()) {
+        Ok(s) => {
+            let n = s.count(&cfg.kinds);
+            agg.add(n, &s.sessions);
+            if let Err(e) = sink.sample(n).await {
+                tracing::warn!("{e}");
+            }
+        }
+        Err(e) => {
+            // Never a false zero: this sample does not exist.
+            summary.failed_samples += 1;
+            agg.add_failure();
+            tracing::error!("sample skipped, nothing counted: {e}");
+        }
+    }
 }
 
 async fn publish(sink: &mut AnySink, dp: Option<Datapoint>, summary: &mut RunSummary) {

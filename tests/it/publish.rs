@@ -572,3 +572,125 @@ fn bad_flags_are_usage_errors() {
         );
     }
 }
+
+/// Our EMF document says what the official client library says for the same metric.
+#[test]
+fn emf_matches_the_official_aws_embedded_metrics_library() {
+    let py = std::env::var("EMF_SSH_TEST_PYTHON").ok();
+    if !require(
+        py.is_some(),
+        "python venv with aws-embedded-metrics (EMF_SSH_TEST_PYTHON)",
+    ) {
+        return;
+    }
+    for interval in ["60s", "10s"] {
+        let out = run_once("stdout", &["--interval", interval, "--kinds", "mosh"], &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours = assert_valid_emf(String::from_utf8_lossy(&out.stdout).trim());
+        let resolution = if interval == "10s" { "1" } else { "60" };
+        let ts = ours["_aws"]["Timestamp"].to_string();
+        let value = ours["Sessions"].to_string();
+        let reference = Command::new(py.as_deref().unwrap_or_default())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/it/py/emf_reference.py"
+            ))
+            .args(["EmfSsh", "Sessions", TEST_INSTANCE, &value, resolution, &ts])
+            .output()
+            .expect("python");
+        assert!(
+            reference.status.success(),
+            "{}",
+            String::from_utf8_lossy(&reference.stderr)
+        );
+        let theirs = assert_valid_emf(String::from_utf8_lossy(&reference.stdout).trim());
+        let mut our_directive = ours["_aws"]["CloudWatchMetrics"].clone();
+        // The library leaves out StorageResolution when it is the default 60.
+        if resolution == "60" {
+            our_directive[0]["Metrics"][0]
+                .as_object_mut()
+                .expect("metric")
+                .remove("StorageResolution");
+        }
+        assert_eq!(
+            our_directive, theirs["_aws"]["CloudWatchMetrics"],
+            "{ours}\n{theirs}"
+        );
+        assert_eq!(ours["_aws"]["Timestamp"], theirs["_aws"]["Timestamp"]);
+        for key in ["InstanceId", "Sessions"] {
+            assert_eq!(ours[key], theirs[key], "{key}");
+        }
+    }
+}
+
+/// `auto` uses the agent's EMF socket while it listens, PutMetricData otherwise, and switches
+/// both ways while running.
+#[test]
+fn auto_sink_falls_back_to_cloudwatch_and_recovers() {
+    let _m = machine_lock();
+    let Some(url) = localstack() else { return };
+    let port = free_port();
+    let ns = unique_namespace("auto");
+    let agent = format!("tcp://127.0.0.1:{port}");
+    let mut env = localstack_env(&url);
+    env.push(("AWS_EMF_AGENT_ENDPOINT", agent));
+    let daemon = Daemon::start(emf_ssh_cmd(
+        &[
+            "run",
+            "--interval",
+            "1s",
+            "--sample-every",
+            "250ms",
+            "--instance-id",
+            TEST_INSTANCE,
+            "--namespace",
+            &ns,
+        ],
+        &env_refs(&env),
+    ));
+    // No agent: datapoints reach CloudWatch directly.
+    let client = localstack_client(&url);
+    let rt = runtime();
+    let direct = wait_for(Duration::from_secs(20), || {
+        let l = rt
+            .block_on(client.list_metrics().namespace(&ns).send())
+            .ok()?;
+        (!l.metrics().is_empty()).then_some(())
+    });
+    assert!(
+        direct.is_some(),
+        "no datapoint reached LocalStack: {}",
+        daemon.stderr()
+    );
+
+    // The agent appears: documents arrive on its socket.
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("agent");
+    let (conn, _) = listener.accept().expect("daemon connects to the agent");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut lines = BufReader::new(conn).lines();
+    let doc = assert_valid_emf(&lines.next().expect("line").expect("read"));
+    assert_eq!(
+        doc["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        ns.as_str()
+    );
+
+    // The agent goes away again: back to PutMetricData.
+    drop(lines);
+    drop(listener);
+    let back = wait_for(Duration::from_secs(20), || {
+        let s = daemon.stderr();
+        (s.matches("auto: publishing with PutMetricData").count() >= 2).then_some(())
+    });
+    let (code, _, stderr) = daemon.stop();
+    assert!(back.is_some(), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("auto: publishing through the CloudWatch agent"),
+        "{stderr}"
+    );
+}

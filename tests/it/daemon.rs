@@ -1,0 +1,197 @@
+//! The daemon end to end: real sessions open and close under a running `emf-ssh run`, files
+//! rotate, samples fail, signals arrive; every published datapoint is checked.
+
+use crate::harness::*;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+fn read_docs(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(assert_valid_emf)
+        .collect()
+}
+
+fn value(d: &Value) -> u64 {
+    d["Sessions"].as_u64().expect("Sessions")
+}
+
+fn wait_docs(path: &Path, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    wait_for(Duration::from_secs(20), || {
+        let d = read_docs(path);
+        pred(&d).then_some(d)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "never saw the expected datapoints in {}: {:?}",
+            path.display(),
+            read_docs(path)
+        )
+    })
+}
+
+#[test]
+fn daemon_publishes_interval_maxima_of_real_sessions_and_stops_cleanly() {
+    let _m = machine_lock();
+    let Some(mut sshd) = Sshd::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("emf.log");
+    let sink = format!("emf-file:{}", file.display());
+    let daemon = Daemon::start(emf_ssh_cmd(
+        &[
+            "run",
+            "--sink",
+            &sink,
+            "--interval",
+            "2s",
+            "--sample-every",
+            "250ms",
+            "--instance-id",
+            TEST_INSTANCE,
+        ],
+        &[],
+    ));
+    let baseline = wait_docs(&file, |d| !d.is_empty());
+    let base = value(&baseline[0]);
+
+    // Two sessions for a while.
+    sshd.open(TEST_USER, &["-T"], true);
+    sshd.open("root", &["-tt"], true);
+    let docs = wait_docs(&file, |d| d.iter().any(|x| value(x) == base + 2));
+    let n_before = docs.len();
+    let with_two = docs.iter().find(|x| value(x) == base + 2).expect("two");
+    assert_eq!(with_two["SessionsByKind"]["ssh"].as_u64(), Some(base + 2));
+    assert!(
+        with_two["Users"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(TEST_USER),
+        "{with_two}"
+    );
+
+    // All closed: back to the baseline.
+    sshd.close_clients();
+    let docs = wait_docs(&file, |d| {
+        d.len() > n_before && d.last().is_some_and(|x| value(x) == base)
+    });
+
+    // A session shorter than the interval is not lost: the interval maximum catches it.
+    let n_before = docs.len();
+    sshd.open(TEST_USER, &["-T"], true);
+    wait_for(Duration::from_secs(10), || {
+        let o = emf_ssh(&["count"]);
+        (String::from_utf8_lossy(&o.stdout).trim() == (base + 1).to_string()).then_some(())
+    })
+    .expect("short session up");
+    std::thread::sleep(Duration::from_millis(400)); // at least one sample sees it
+    sshd.close_clients();
+    wait_docs(&file, |d| {
+        d[n_before..].iter().any(|x| value(x) == base + 1)
+    });
+
+    // SIGTERM publishes what is pending and exits 0.
+    let before_stop = read_docs(&file).len();
+    let (code, _, stderr) = daemon.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    let docs = read_docs(&file);
+    assert!(
+        docs.len() > before_stop,
+        "the pending interval was published on SIGTERM"
+    );
+    let ts: Vec<u64> = docs
+        .iter()
+        .map(|d| d["_aws"]["Timestamp"].as_u64().expect("ts"))
+        .collect();
+    assert!(ts.iter().all(|t| t % 2000 == 0), "aligned to 2 s: {ts:?}");
+    assert!(
+        ts.windows(2).all(|w| w[1] > w[0]),
+        "one datapoint per interval: {ts:?}"
+    );
+    assert!(docs
+        .iter()
+        .all(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["StorageResolution"] == 1));
+    assert!(
+        docs.iter().all(|d| d["_aws"].get("LogGroupName").is_none()),
+        "the agent's collect_list names the group"
+    );
+    assert!(docs
+        .iter()
+        .all(|d| d["SampleCount"].as_u64().unwrap_or(0) >= 1));
+}
+
+#[test]
+fn emf_file_survives_rotation_and_failed_samples_publish_nothing() {
+    let _m = machine_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("emf.log");
+    // The probe reads /proc through a link we can pull away: samples then fail.
+    let proc_link = dir.path().join("proc");
+    std::os::unix::fs::symlink("/proc", &proc_link).expect("symlink");
+    let sink = format!("emf-file:{}", file.display());
+    let daemon = Daemon::start(emf_ssh_cmd(
+        &[
+            "run",
+            "--sink",
+            &sink,
+            "--interval",
+            "1s",
+            "--sample-every",
+            "200ms",
+            "--instance-id",
+            TEST_INSTANCE,
+            "--proc-root",
+            &proc_link.display().to_string(),
+        ],
+        &[],
+    ));
+    wait_docs(&file, |d| d.len() >= 2);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&file).expect("meta").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o644, "readable by the agent's user");
+
+    // logrotate `create`: rename, the daemon notices and writes a new file.
+    let rotated = dir.path().join("emf.log.1");
+    std::fs::rename(&file, &rotated).expect("rotate");
+    wait_docs(&file, |d| !d.is_empty());
+    // logrotate `copytruncate`: lines keep landing whole at the start of the truncated file.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_len(0))
+        .expect("truncate");
+    wait_docs(&file, |d| !d.is_empty());
+    // SIGHUP reopens.
+    daemon.signal("HUP");
+    let n = read_docs(&file).len();
+    wait_docs(&file, |d| d.len() >= n + 1);
+
+    // No /proc: samples fail loudly and nothing is published for those intervals.
+    std::fs::remove_file(&proc_link).expect("unlink");
+    std::thread::sleep(Duration::from_millis(300));
+    let n_gap = read_docs(&file).len();
+    std::thread::sleep(Duration::from_millis(2500));
+    let during = read_docs(&file).len();
+    assert!(
+        during <= n_gap + 1,
+        "at most the interval already sampled is published: {n_gap} -> {during}"
+    );
+    std::os::unix::fs::symlink("/proc", &proc_link).expect("symlink back");
+    wait_docs(&file, |d| d.len() > during);
+
+    let (code, _, stderr) = daemon.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("sample skipped, nothing counted"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no successful sample in this interval"),
+        "{stderr}"
+    );
+    assert!(!read_docs(&rotated).is_empty());
+}
