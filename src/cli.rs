@@ -26,6 +26,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Print how many sessions are open now (exit 1, never 0, when they cannot be seen).
     Count(CountArgs),

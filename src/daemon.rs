@@ -13,6 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep_until, Instant};
 
 /// Every sink, statically dispatched (async trait methods are not object-safe).
+#[allow(clippy::large_enum_variant)] // one per process: boxing buys nothing
 #[derive(Debug)]
 pub enum AnySink {
     Stdout(StdoutSink),

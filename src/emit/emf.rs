@@ -211,7 +211,7 @@ mod tests {
             pid: 4000 + i as i32,
             started_at: Some(1_795_600_000),
             age_secs: Some(60 + i as u64),
-            tty: if i % 2 == 0 {
+            tty: if i.is_multiple_of(2) {
                 "pts/0".into()
             } else {
                 "notty".into()

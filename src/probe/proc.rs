@@ -350,10 +350,7 @@ impl Probe {
             Kind::Ssm => {
                 // comm is truncated: make sure the program really is ssm-session-worker.
                 let argv = argv_of(&cmdline);
-                if !argv
-                    .first()
-                    .is_some_and(|a| a.rsplit('/').next() == Some(SSM_WORKER_NAME))
-                {
+                if argv.first().and_then(|a| a.rsplit('/').next()) != Some(SSM_WORKER_NAME) {
                     return Ok(Found::Nothing);
                 }
                 (self.user_name(uid), "notty".into())
