@@ -32,6 +32,141 @@ pub enum Command {
     Count(CountArgs),
     /// Sample the sessions and publish the interval maximum to CloudWatch (the daemon).
     Run(RunArgs),
+    /// Print generated configuration: CloudWatch agent JSON, the idle-stop alarm, the IAM policy.
+    GenConfig {
+        #[command(subcommand)]
+        what: GenConfigCommand,
+    },
+    /// Install, inspect or remove this instance's idle-stop alarm through the CloudWatch API.
+    Alarm {
+        #[command(subcommand)]
+        op: AlarmCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenConfigCommand {
+    /// CloudWatch agent configuration for a mode (for amazon-cloudwatch-agent-ctl -a append-config).
+    Agent(AgentArgs),
+    /// The alarm as JSON for `aws cloudwatch put-metric-alarm --cli-input-json file://...`.
+    Alarm(AlarmArgs),
+    /// Least-privilege IAM policy for the instance role.
+    IamPolicy(IamArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// Create or update the alarm (idempotent).
+    Install(AlarmArgs),
+    /// Show the alarm's state, reason, what it watches and the last datapoints.
+    Status(AlarmRefArgs),
+    /// Delete the alarm (idempotent).
+    Remove(AlarmRefArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Which agent input emf-ssh publishes to.
+    #[arg(long, value_enum)]
+    pub mode: AgentMode,
+
+    /// Alarm period in seconds; StatsD collection and aggregation follow it.
+    #[arg(long, default_value_t = 60)]
+    pub period: u64,
+
+    /// The EMF file the agent tails (emf-file mode).
+    #[arg(long, default_value = crate::config::agent::DEFAULT_EMF_FILE)]
+    pub emf_file: String,
+
+    /// Log group for the EMF file's events (emf-file mode).
+    #[arg(long, default_value = crate::emit::emf::DEFAULT_LOG_GROUP)]
+    pub log_group: String,
+
+    /// Days to keep the EMF log events (emf-file mode).
+    #[arg(long, default_value_t = 30)]
+    pub retention_days: u32,
+
+    #[command(flatten)]
+    pub names: NameArgs,
+}
+
+/// The modes with an agent in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentMode {
+    EmfSocket,
+    EmfFile,
+    Statsd,
+}
+
+impl From<AgentMode> for crate::identity::Mode {
+    fn from(m: AgentMode) -> Self {
+        match m {
+            AgentMode::EmfSocket => crate::identity::Mode::EmfSocket,
+            AgentMode::EmfFile => crate::identity::Mode::EmfFile,
+            AgentMode::Statsd => crate::identity::Mode::Statsd,
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AlarmArgs {
+    /// How the count reaches CloudWatch (decides namespace and dimensions; auto and stdout are
+    /// emf-socket / emf-file).
+    #[arg(long, value_enum, default_value = "cloudwatch")]
+    pub mode: crate::identity::Mode,
+
+    /// Alarm period in seconds: 10, 30 or a multiple of 60. Run the daemon with the same
+    /// --interval (10 s and 30 s need its high-resolution metric).
+    #[arg(long, default_value_t = 60)]
+    pub period: u64,
+
+    /// Idle time before the action, in minutes (fractions allowed, e.g. 0.5).
+    #[arg(long, default_value_t = 15.0)]
+    pub idle_minutes: f64,
+
+    /// What to do to the idle instance.
+    #[arg(long, value_enum, default_value = "stop")]
+    pub action: crate::config::alarm::Action,
+
+    /// TreatMissingData. `missing` (AWS's advice for stop actions) keeps the state when no data
+    /// arrives, so a stopped daemon never stops the instance.
+    #[arg(long, value_enum, default_value = "missing")]
+    pub treat_missing_data: crate::config::alarm::MissingData,
+
+    /// SNS topic ARN notified on ALARM and back to OK.
+    #[arg(long, value_name = "ARN")]
+    pub sns_topic: Option<String>,
+
+    #[command(flatten)]
+    pub target: AlarmRefArgs,
+
+    #[command(flatten)]
+    pub names: NameArgs,
+}
+
+/// Which alarm (and instance).
+#[derive(Debug, Args, Clone)]
+pub struct AlarmRefArgs {
+    /// Alarm name (default: emf-ssh-idle-INSTANCE_ID).
+    #[arg(long, env = "EMF_SSH_ALARM_NAME")]
+    pub alarm_name: Option<String>,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IamArgs {
+    /// How the count reaches CloudWatch (cloudwatch and emf-socket/auto need PutMetricData).
+    #[arg(long, value_enum, default_value = "cloudwatch")]
+    pub mode: crate::identity::Mode,
+
+    /// Also allow `emf-ssh alarm install|status|remove`.
+    #[arg(long)]
+    pub alarm: bool,
+
+    #[command(flatten)]
+    pub names: NameArgs,
 }
 
 /// Where and what the probe looks at; shared by every command that counts.
@@ -107,6 +242,14 @@ pub struct RunArgs {
     /// Log stream for EMF socket documents (default: the agent uses the instance id).
     #[arg(long, env = "AWS_EMF_LOG_STREAM_NAME")]
     pub log_stream: Option<String>,
+
+    /// Do not set this instance's alarm back to OK at start-up when it is in ALARM.
+    #[arg(long)]
+    pub no_rearm: bool,
+
+    /// Alarm to re-arm at start-up (default: emf-ssh-idle-INSTANCE_ID).
+    #[arg(long, env = "EMF_SSH_ALARM_NAME")]
+    pub alarm_name: Option<String>,
 
     #[command(flatten)]
     pub probe: ProbeArgs,
@@ -196,12 +339,19 @@ mod tests {
 
     #[test]
     fn help_snapshots() {
-        let mut cmd = Cli::command().term_width(100);
-        insta::assert_snapshot!("help", cmd.render_long_help().to_string());
-        for sub in ["count", "run"] {
-            let mut c = Cli::command().term_width(100);
-            let s = c.find_subcommand_mut(sub).expect("subcommand");
-            insta::assert_snapshot!(format!("help_{sub}"), s.render_long_help().to_string());
+        // Every command's --help, nested ones included, so a changed flag shows up in review.
+        fn walk(cmd: &mut clap::Command, path: String) {
+            let mut c = cmd.clone().term_width(100);
+            insta::assert_snapshot!(format!("help_{path}"), c.render_long_help().to_string());
+            for sub in cmd.get_subcommands_mut() {
+                if sub.get_name() != "help" {
+                    let name = format!("{path}_{}", sub.get_name());
+                    walk(sub, name);
+                }
+            }
         }
+        let mut cmd = Cli::command();
+        cmd.build();
+        walk(&mut cmd, "emf-ssh".into());
     }
 }

@@ -1,8 +1,13 @@
 //! What each subcommand does, over the library. `main` only maps the result to an exit code.
 
-use crate::cli::{Cli, Command, CountArgs, ProbeArgs, RunArgs};
+use crate::cli::{
+    AgentArgs, AlarmArgs, AlarmCommand, AlarmRefArgs, Cli, Command, CountArgs, GenConfigCommand,
+    IamArgs, InstanceArgs, ProbeArgs, RunArgs,
+};
+use crate::config::{agent, alarm, iam};
 use crate::daemon::{self, RunConfig};
 use crate::emit::{emf, SinkSpec};
+use crate::identity::{InstanceIdentity, MetricIdentity};
 use crate::probe::{Kind, Probe, ProbeOptions, ScanMethod, Session, Snapshot};
 use serde::Serialize;
 use std::io::Write;
@@ -12,7 +17,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Count(args) => count(&args),
         Command::Run(args) => runtime()?.block_on(run_daemon(args)),
+        Command::GenConfig { what } => match what {
+            GenConfigCommand::Agent(a) => print(&gen_agent(&a)),
+            GenConfigCommand::Alarm(a) => {
+                let text = runtime()?.block_on(gen_alarm(&a))?;
+                print(&text)
+            }
+            GenConfigCommand::IamPolicy(a) => print(&gen_iam(&a)),
+        },
+        Command::Alarm { op } => runtime()?.block_on(alarm_command(op)),
     }
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -116,6 +137,9 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     tracing::info!(instance = %instance, "identity");
+    if !cfg.once && !args.no_rearm {
+        rearm(&args, &instance).await;
+    }
     if cfg.once {
         daemon::run_once(&mut probe, &cfg.kinds, &mut sink).await?;
     } else {
@@ -123,4 +147,131 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(?summary, "stopped");
     }
     Ok(())
+}
+
+/// `gen-config agent`: pure, no instance needed (the agent fills in `${aws:InstanceId}`).
+pub fn gen_agent(a: &AgentArgs) -> String {
+    let o = agent::AgentOptions {
+        mode: a.mode.into(),
+        names: a.names.names(),
+        period_secs: a.period,
+        emf_file: a.emf_file.clone(),
+        log_group: a.log_group.clone(),
+        retention_days: a.retention_days,
+    };
+    agent::to_json(&agent::agent_config(&o).expect("agent modes always have a config"))
+}
+
+/// `gen-config iam-policy`: covers every instance's alarm (`emf-ssh-idle-*`), so one policy
+/// serves a whole fleet or AMI.
+pub fn gen_iam(a: &IamArgs) -> String {
+    let id = MetricIdentity::for_mode(a.mode, &a.names.names(), "i-00000000", 60);
+    iam::to_json(&iam::policy(
+        &id,
+        a.mode,
+        a.alarm,
+        &alarm::default_alarm_name("*"),
+    ))
+}
+
+async fn instance_with_region(i: &InstanceArgs) -> anyhow::Result<InstanceIdentity> {
+    let instance = crate::identity::resolve(i.instance_id.clone(), i.region.clone()).await?;
+    if instance.region.is_none() {
+        anyhow::bail!("no AWS region: pass --region or set AWS_REGION");
+    }
+    Ok(instance)
+}
+
+/// The alarm for `args`, from the same identity the sinks of that mode emit.
+pub fn alarm_input(
+    args: &AlarmArgs,
+    instance: &InstanceIdentity,
+) -> anyhow::Result<alarm::PutMetricAlarmInput> {
+    let id = MetricIdentity::for_mode(
+        args.mode,
+        &args.names.names(),
+        &instance.instance_id,
+        args.period,
+    );
+    let o = alarm::AlarmOptions {
+        region: instance.region.clone().unwrap_or_default(),
+        period_secs: args.period,
+        idle_minutes: args.idle_minutes,
+        action: args.action,
+        missing: args.treat_missing_data,
+        sns_topic: args.sns_topic.clone(),
+        name: args.target.alarm_name.clone(),
+    };
+    Ok(alarm::build(&id, &instance.instance_id, &o)?)
+}
+
+async fn gen_alarm(a: &AlarmArgs) -> anyhow::Result<String> {
+    let instance = instance_with_region(&a.target.instance).await?;
+    Ok(alarm::to_json(&alarm_input(a, &instance)?))
+}
+
+async fn alarm_command(op: AlarmCommand) -> anyhow::Result<()> {
+    let target: &AlarmRefArgs = match &op {
+        AlarmCommand::Install(a) => &a.target,
+        AlarmCommand::Status(t) | AlarmCommand::Remove(t) => t,
+    };
+    let instance = instance_with_region(&target.instance).await?;
+    let name = target
+        .alarm_name
+        .clone()
+        .unwrap_or_else(|| alarm::default_alarm_name(&instance.instance_id));
+    let client = crate::emit::cloudwatch::client(instance.region.clone()).await;
+    match op {
+        AlarmCommand::Install(a) => {
+            let input = alarm_input(&a, &instance)?;
+            crate::alarm_api::install(&client, &input).await?;
+            print(&format!(
+                "installed {}: {} when {}/{} < 1 for {} x {} s\n",
+                input.alarm_name,
+                input.alarm_actions.join(", "),
+                input.namespace,
+                input.metric_name,
+                input.evaluation_periods,
+                input.period
+            ))
+        }
+        AlarmCommand::Status(_) => {
+            print(&crate::alarm_api::status(&client, &name, crate::now_ms()).await?)
+        }
+        AlarmCommand::Remove(_) => {
+            let existed = crate::alarm_api::remove(&client, &name).await?;
+            print(&if existed {
+                format!("removed {name}\n")
+            } else {
+                format!("{name} did not exist\n")
+            })
+        }
+    }
+}
+
+/// Start-up re-arm: best effort, never fatal (the daemon's job is publishing).
+async fn rearm(args: &RunArgs, instance: &InstanceIdentity) {
+    let Some(region) = instance.region.clone() else {
+        return;
+    };
+    let name = args
+        .alarm_name
+        .clone()
+        .unwrap_or_else(|| alarm::default_alarm_name(&instance.instance_id));
+    let client = crate::emit::cloudwatch::client(Some(region)).await;
+    let res = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        crate::alarm_api::rearm(&client, &name),
+    )
+    .await;
+    match res {
+        Ok(Ok(true)) => {
+            tracing::warn!(alarm = %name, "alarm was in ALARM at start-up: set back to OK (re-armed)")
+        }
+        Ok(Ok(false)) => tracing::debug!(alarm = %name, "alarm not in ALARM: nothing to re-arm"),
+        Ok(Err(e)) => {
+            tracing::warn!(alarm = %name, "could not check/re-arm the alarm, going on: {e}")
+        }
+        Err(_) => tracing::warn!(alarm = %name, "re-arm timed out, going on"),
+    }
 }

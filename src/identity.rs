@@ -53,7 +53,9 @@ pub struct MetricIdentity {
     pub metric_name: String,
     /// Sorted by name; includes what the agent adds (StatsD: `metric_type`).
     pub dimensions: Vec<(String, String)>,
-    pub unit: &'static str,
+    /// `Count` where we set it; `None` for StatsD, where the agent decides the unit and the
+    /// alarm must therefore not name one (an alarm with a unit ignores datapoints of another).
+    pub unit: Option<&'static str>,
     /// 1 (high resolution, for 10 s / 30 s alarm periods) or 60.
     pub storage_resolution: u32,
 }
@@ -62,8 +64,10 @@ impl MetricIdentity {
     /// The identity a mode produces for an instance, publishing every `interval_secs`.
     pub fn for_mode(mode: Mode, names: &Names, instance_id: &str, interval_secs: u64) -> Self {
         let mut dimensions = vec![(INSTANCE_ID_DIMENSION.to_owned(), instance_id.to_owned())];
+        let mut unit = Some(UNIT);
         let namespace = match mode {
             Mode::Statsd => {
+                unit = None;
                 // The agent always adds metric_type (FACTS.md §2); a gauge is "gauge".
                 dimensions.push(("metric_type".into(), "gauge".into()));
                 names.agent_namespace.clone()
@@ -75,7 +79,7 @@ impl MetricIdentity {
             namespace,
             metric_name: names.metric_name.clone(),
             dimensions,
-            unit: UNIT,
+            unit,
             storage_resolution: if interval_secs < 60 { 1 } else { 60 },
         }
     }

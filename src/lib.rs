@@ -4,8 +4,10 @@
 //! sinks. Everything in the middle is pure; I/O sits at the edges.
 
 pub mod aggregate;
+pub mod alarm_api;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod daemon;
 pub mod emit;
 pub mod identity;

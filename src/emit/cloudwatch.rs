@@ -72,7 +72,7 @@ impl CloudWatchSink {
             .metric_name(&id.metric_name)
             .set_dimensions(Some(dims.collect()))
             .timestamp(DateTime::from_millis(dp.timestamp_ms as i64))
-            .unit(StandardUnit::from(id.unit))
+            .unit(StandardUnit::from(id.unit.unwrap_or(crate::identity::UNIT)))
             .storage_resolution(id.storage_resolution as i32)
             .statistic_values(
                 StatisticSet::builder()

@@ -138,7 +138,7 @@ pub fn document<'a>(
                 dimensions: [id.dimensions.iter().map(|(k, _)| k.as_str()).collect()],
                 metrics: [MetricDefinition {
                     name: &id.metric_name,
-                    unit: id.unit,
+                    unit: id.unit.unwrap_or(crate::identity::UNIT),
                     storage_resolution: id.storage_resolution,
                 }],
             }],
