@@ -108,7 +108,7 @@ pub fn default_alarm_name(instance_id: &str) -> String {
 }
 
 pub fn check_period(p: u64) -> Result<(), AlarmError> {
-    if p == 10 || p == 30 || (p >= 60 && p % 60 == 0) {
+    if p == 10 || p == 30 || (p >= 60 && p.is_multiple_of(60)) {
         Ok(())
     } else {
         Err(AlarmError::Period(p))
