@@ -2,6 +2,7 @@
 //! Peers (sshd, LocalStack, statsd) are real; `scripts/test` installs them and sets
 //! `EMF_SSH_REAL_PEERS=1`, which turns a missing peer from a skip into a failure.
 
+mod alarm;
 mod daemon;
 mod harness;
 mod probe_hidepid;
