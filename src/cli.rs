@@ -42,6 +42,9 @@ pub enum Command {
         #[command(subcommand)]
         op: AlarmCommand,
     },
+    /// Write the man page and shell completions into DIR (used by scripts/package).
+    #[command(hide = true)]
+    Assets { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +223,11 @@ pub struct RunArgs {
     /// Sample once, publish one datapoint and exit (for cron and tests).
     #[arg(long)]
     pub once: bool,
+
+    /// Check the settings and that the probe can see sessions, then exit (systemd ExecStartPre).
+    /// Contacts no AWS service.
+    #[arg(long, conflicts_with = "once")]
+    pub check: bool,
 
     /// Publication interval, aligned to the clock. Under 60s publishes high-resolution metrics.
     #[arg(long, env = "EMF_SSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]

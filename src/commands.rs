@@ -26,7 +26,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             GenConfigCommand::IamPolicy(a) => print(&gen_iam(&a)),
         },
         Command::Alarm { op } => runtime()?.block_on(alarm_command(op)),
+        Command::Assets { dir } => write_assets(&dir),
     }
+}
+
+/// Man page and completions, generated from the clap definitions.
+fn write_assets(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut man = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut man)?;
+    std::fs::write(dir.join("emf-ssh.1"), man)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "emf-ssh", dir)?;
+    }
+    Ok(())
 }
 
 fn print(text: &str) -> anyhow::Result<()> {
@@ -110,6 +129,19 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     }
     // Fail on a blind probe before anything else: never start publishing zeros.
     let mut probe = Probe::new(args.probe.options())?;
+    if args.check {
+        let snapshot = probe.sample(crate::now_ms())?;
+        if let Some(id) = &args.instance.instance_id {
+            crate::identity::validate_instance_id(id)?;
+        }
+        return print(&format!(
+            "configuration OK: sink {}, interval {:?}, sample every {:?}; the probe sees {} session(s)\n",
+            args.sink,
+            args.interval,
+            args.sample_every,
+            snapshot.count(&args.probe.kinds)
+        ));
+    }
     let instance = crate::identity::resolve(
         args.instance.instance_id.clone(),
         args.instance.region.clone(),
