@@ -452,8 +452,8 @@ fn emf_tcp_sink_survives_the_agent_being_down_and_delivers_later() {
     // Datapoints from while the agent was down were kept and arrive first.
     assert!(ts[0] + 2000 <= ts[4], "backlog delivered: {ts:?}");
     assert!(
-        rss_down > 0 && rss_down < 20 * 1024,
-        "RSS while the agent was down: {rss_down} KiB"
+        rss_early > 0 && rss_down <= rss_early + 2048,
+        "RSS grew while the agent was down: {rss_early} -> {rss_down} KiB"
     );
     assert!(docs
         .iter()
