@@ -42,6 +42,10 @@ pub enum Command {
         #[command(subcommand)]
         op: AlarmCommand,
     },
+    /// Keep this instance counted as busy: for a while, or while COMMAND runs.
+    Hold(HoldArgs),
+    /// End a hold (its owner or root).
+    Release(ReleaseArgs),
     /// Write the man page and shell completions into DIR (used by scripts/package).
     #[command(hide = true)]
     Assets { dir: PathBuf },
@@ -176,7 +180,7 @@ pub struct IamArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ProbeArgs {
     /// Session kinds that make up the count, comma-separated.
-    #[arg(long, default_value = "ssh,ssm,mosh", value_name = "KINDS")]
+    #[arg(long, default_value = "ssh,ssm,mosh,hold", value_name = "KINDS")]
     pub kinds: KindSet,
 
     /// The proc file system to read (tests point it at fixture trees).
@@ -186,6 +190,10 @@ pub struct ProbeArgs {
     /// sshd pid file(s) whose listener is walked without a full /proc scan.
     #[arg(long = "sshd-pid-file", value_name = "PATH", default_values = ["/run/sshd.pid", "/var/run/sshd.pid"])]
     pub sshd_pid_files: Vec<PathBuf>,
+
+    /// Directory of `emf-ssh hold` files.
+    #[arg(long, env = "EMF_SSH_HOLDS_DIR", default_value = crate::probe::hold::DEFAULT_HOLDS_DIR, value_name = "DIR")]
+    pub holds_dir: PathBuf,
 
     /// While sessions are found by walking down from known roots, still read all of /proc every
     /// N samples to find sessions under parents not seen before (0: only to confirm a zero).
@@ -362,4 +370,41 @@ mod tests {
         cmd.build();
         walk(&mut cmd, "emf-ssh".into());
     }
+}
+
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// How long to hold (ignored with COMMAND, which holds exactly while it runs).
+    #[arg(long = "for", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+
+    /// Why, shown in `hold --list`, `count --json` and the published session list.
+    #[arg(long)]
+    pub reason: Option<String>,
+
+    /// List the holds instead of creating one.
+    #[arg(long, conflicts_with_all = ["reason", "command"])]
+    pub list: bool,
+
+    /// With --list: print JSON.
+    #[arg(long, requires = "list")]
+    pub json: bool,
+
+    /// Directory of hold files.
+    #[arg(long, env = "EMF_SSH_HOLDS_DIR", default_value = crate::probe::hold::DEFAULT_HOLDS_DIR, value_name = "DIR")]
+    pub holds_dir: PathBuf,
+
+    /// Run COMMAND and hold exactly while it runs (`emf-ssh hold -- make -j8`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The hold id printed by `emf-ssh hold`.
+    pub id: String,
+
+    /// Directory of hold files.
+    #[arg(long, env = "EMF_SSH_HOLDS_DIR", default_value = crate::probe::hold::DEFAULT_HOLDS_DIR, value_name = "DIR")]
+    pub holds_dir: PathBuf,
 }

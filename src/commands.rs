@@ -8,6 +8,7 @@ use crate::config::{agent, alarm, iam};
 use crate::daemon::{self, RunConfig};
 use crate::emit::{emf, SinkSpec};
 use crate::identity::{InstanceIdentity, MetricIdentity};
+use crate::probe::hold;
 use crate::probe::{Kind, Probe, ProbeOptions, ScanMethod, Session, Snapshot};
 use serde::Serialize;
 use std::io::Write;
@@ -27,6 +28,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Alarm { op } => runtime()?.block_on(alarm_command(op)),
         Command::Assets { dir } => write_assets(&dir),
+        Command::Hold(a) => hold_command(&a),
+        Command::Release(a) => {
+            let h = hold::release(&a.holds_dir, &a.id, euid(), &user_names())?;
+            print(&format!("released {}\n", hold::describe(&h.file)))
+        }
     }
 }
 
@@ -67,6 +73,7 @@ impl ProbeArgs {
         ProbeOptions {
             root: self.proc_root.clone(),
             sshd_pid_files: self.sshd_pid_files.clone(),
+            holds_dir: Some(self.holds_dir.clone()),
             full_scan_every: self.full_scan_every,
             ..ProbeOptions::default()
         }
@@ -305,5 +312,97 @@ async fn rearm(args: &RunArgs, instance: &InstanceIdentity) {
             tracing::warn!(alarm = %name, "could not check/re-arm the alarm, going on: {e}")
         }
         Err(_) => tracing::warn!(alarm = %name, "re-arm timed out, going on"),
+    }
+}
+
+fn euid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(u32::MAX)
+}
+
+fn user_names() -> impl Fn(u32) -> String {
+    let map = std::fs::read_to_string("/etc/passwd")
+        .map(|t| crate::probe::proc::parse_passwd(&t))
+        .unwrap_or_default();
+    move |uid| map.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
+}
+
+/// `emf-ssh hold`: create, list, or hold while a command runs (exiting with its status).
+fn hold_command(a: &crate::cli::HoldArgs) -> anyhow::Result<()> {
+    let now = crate::now_ms() / 1000;
+    if a.list {
+        let holds = hold::list(&a.holds_dir, &user_names());
+        if a.json {
+            serde_json::to_writer_pretty(std::io::stdout().lock(), &holds)?;
+            return print("\n");
+        }
+        let mut text = String::new();
+        for h in &holds {
+            let state = if hold::is_active(&h.file, now, std::path::Path::new("/proc")) {
+                "active"
+            } else {
+                "ended"
+            };
+            text.push_str(&format!(
+                "{}\t{}\t{}\t{}\n",
+                h.file.id,
+                h.user,
+                state,
+                hold::describe(&h.file)
+            ));
+        }
+        return print(&text);
+    }
+    if a.command.is_empty() {
+        let until = now + a.duration.as_secs();
+        let h = hold::create(
+            &a.holds_dir,
+            euid(),
+            a.reason.as_deref(),
+            Some(until),
+            None,
+            now,
+        )?;
+        eprintln!(
+            "emf-ssh: holding for {:?}; end it early with `emf-ssh release {}`",
+            a.duration, h.id
+        );
+        return print(&format!("{}\n", h.id));
+    }
+    // Hold exactly while the command runs: tied to its pid and start time.
+    let mut child = std::process::Command::new(&a.command[0])
+        .args(&a.command[1..])
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", a.command[0]))?;
+    let pid = child.id() as i32;
+    let start = hold::process_start(std::path::Path::new("/proc"), pid);
+    // `None`: the command exited before we could look, so there is nothing to hold.
+    let created = start.map(|start| {
+        hold::create(
+            &a.holds_dir,
+            euid(),
+            a.reason.as_deref(),
+            None,
+            Some((pid, start)),
+            now,
+        )
+    });
+    let h = match created.transpose() {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.into());
+        }
+    };
+    let status = child.wait()?;
+    if let Some(h) = h {
+        hold::remove_quietly(&a.holds_dir, &h.id);
+    }
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(c) => std::process::exit(c),
+        None => anyhow::bail!("{} was killed by a signal", a.command[0]),
     }
 }

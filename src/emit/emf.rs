@@ -92,6 +92,8 @@ pub struct SessionProperty<'a> {
     pub age_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'a str>,
 }
 
 /// Where the document goes decides whether it names its log group.
@@ -166,6 +168,7 @@ fn property(s: &Session) -> SessionProperty<'_> {
         tty: &s.tty,
         age_secs: s.age_secs,
         remote: s.remote.as_deref(),
+        note: s.note.as_deref(),
     }
 }
 
@@ -217,6 +220,7 @@ mod tests {
                 "notty".into()
             },
             remote: (i % 3 != 2).then(|| format!("203.0.113.{}:5{i:04}", i % 250)),
+            note: None,
         }
     }
 

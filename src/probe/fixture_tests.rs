@@ -73,6 +73,7 @@ impl Tree {
             full_scan_every,
             passwd: self.root().join("passwd"),
             check_visibility: false,
+            holds_dir: None,
         })
         .expect("probe")
     }

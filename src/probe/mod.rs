@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 pub use proc::{Probe, ProbeOptions};
+pub mod hold;
 
 /// What kind of use a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -24,16 +25,19 @@ pub enum Kind {
     Ssm,
     /// A mosh session (`mosh-server`), which outlives its bootstrap SSH connection.
     Mosh,
+    /// An `emf-ssh hold`: a user asked to keep the instance up (a job in tmux, a long build).
+    Hold,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Ssh, Kind::Ssm, Kind::Mosh];
+    pub const ALL: [Kind; 4] = [Kind::Ssh, Kind::Ssm, Kind::Mosh, Kind::Hold];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Ssh => "ssh",
             Kind::Ssm => "ssm",
             Kind::Mosh => "mosh",
+            Kind::Hold => "hold",
         }
     }
 }
@@ -50,7 +54,7 @@ impl FromStr for Kind {
         Kind::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown session kind `{s}` (expected ssh, ssm or mosh)"))
+            .ok_or_else(|| format!("unknown session kind `{s}` (expected ssh, ssm, mosh or hold)"))
     }
 }
 
@@ -75,6 +79,9 @@ pub struct Session {
     /// `ip:port` of the client, when the caller may read the process's sockets (root).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// Holds: id, reason and expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// How the snapshot was obtained. A zero always comes from [`ScanMethod::Full`].
@@ -128,7 +135,7 @@ impl Default for KindSet {
 
 impl FromStr for KindSet {
     type Err = String;
-    /// `ssh,ssm,mosh` (any non-empty subset).
+    /// `ssh,ssm,mosh,hold` (any non-empty subset).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let set: BTreeSet<Kind> = s
             .split(',')
@@ -137,7 +144,7 @@ impl FromStr for KindSet {
             .map(Kind::from_str)
             .collect::<Result<_, _>>()?;
         if set.is_empty() {
-            return Err("at least one session kind is needed (ssh, ssm, mosh)".into());
+            return Err("at least one session kind is needed (ssh, ssm, mosh, hold)".into());
         }
         Ok(KindSet(set))
     }

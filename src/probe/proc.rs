@@ -38,6 +38,8 @@ pub struct ProbeOptions {
     /// Check the mount and PID 1 for hidepid before trusting a zero (off only for fixture trees
     /// that have no `self/mountinfo`).
     pub check_visibility: bool,
+    /// Where `emf-ssh hold` keeps holds (`None`: holds are not counted).
+    pub holds_dir: Option<PathBuf>,
 }
 
 impl Default for ProbeOptions {
@@ -52,6 +54,7 @@ impl Default for ProbeOptions {
             full_scan_every: 360,
             passwd: PathBuf::from("/etc/passwd"),
             check_visibility: true,
+            holds_dir: Some(PathBuf::from(super::hold::DEFAULT_HOLDS_DIR)),
         }
     }
 }
@@ -145,6 +148,24 @@ impl Probe {
     ) -> Snapshot {
         if self.opts.remote_addresses {
             self.fill_remote_addresses(&mut sessions);
+        }
+        if let Some(dir) = &self.opts.holds_dir {
+            // Holds add to what the processes show; they never decide a zero on their own.
+            let passwd = std::cell::OnceCell::new();
+            let users = |uid: u32| {
+                let map = passwd.get_or_init(|| {
+                    std::fs::read_to_string(&self.opts.passwd)
+                        .map(|t| parse_passwd(&t))
+                        .unwrap_or_default()
+                });
+                map.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
+            };
+            sessions.extend(super::hold::sessions(
+                dir,
+                now_ms / 1000,
+                &self.opts.root,
+                &users,
+            ));
         }
         sessions.sort_by_key(|s| (s.kind, s.started_at, s.pid));
         Snapshot {
@@ -355,6 +376,8 @@ impl Probe {
                 }
                 (self.user_name(uid), "notty".into())
             }
+            // Holds are files, not processes (see hold.rs).
+            Kind::Hold => return Ok(Found::Nothing),
             Kind::Mosh => {
                 if cmdline.is_empty() {
                     return Ok(Found::Nothing); // a zombie: exited, not yet reaped
@@ -374,6 +397,7 @@ impl Probe {
             age_secs: started_at.map(|s| (now_ms / 1000).saturating_sub(s)),
             tty,
             remote: None,
+            note: None,
         }))
     }
 

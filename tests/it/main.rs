@@ -5,6 +5,7 @@
 mod alarm;
 mod daemon;
 mod harness;
+mod holds;
 mod probe_hidepid;
 mod probe_real_sshd;
 mod publish;
