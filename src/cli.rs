@@ -42,6 +42,8 @@ pub enum Command {
         #[command(subcommand)]
         op: AlarmCommand,
     },
+    /// What is counted now and why, the idle streak, when the alarm would fire, the alarm's state.
+    Status(StatusArgs),
     /// Keep this instance counted as busy: for a while, or while COMMAND runs.
     Hold(HoldArgs),
     /// End a hold (its owner or root).
@@ -259,6 +261,10 @@ pub struct RunArgs {
     #[arg(long, env = "AWS_EMF_LOG_STREAM_NAME")]
     pub log_stream: Option<String>,
 
+    /// Where to keep the last publication and idle streak for `emf-ssh status`.
+    #[arg(long, env = "EMF_SSH_STATE_FILE", default_value = crate::status::DEFAULT_STATE_FILE, value_name = "PATH")]
+    pub state_file: PathBuf,
+
     /// Do not set this instance's alarm back to OK at start-up when it is in ALARM.
     #[arg(long)]
     pub no_rearm: bool,
@@ -407,4 +413,25 @@ pub struct ReleaseArgs {
     /// Directory of hold files.
     #[arg(long, env = "EMF_SSH_HOLDS_DIR", default_value = crate::probe::hold::DEFAULT_HOLDS_DIR, value_name = "DIR")]
     pub holds_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Do not call AWS (no alarm state).
+    #[arg(long)]
+    pub offline: bool,
+
+    /// The daemon's state file.
+    #[arg(long, env = "EMF_SSH_STATE_FILE", default_value = crate::status::DEFAULT_STATE_FILE, value_name = "PATH")]
+    pub state_file: PathBuf,
+
+    #[command(flatten)]
+    pub target: AlarmRefArgs,
+
+    #[command(flatten)]
+    pub probe: ProbeArgs,
 }

@@ -29,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alarm { op } => runtime()?.block_on(alarm_command(op)),
         Command::Assets { dir } => write_assets(&dir),
         Command::Hold(a) => hold_command(&a),
+        Command::Status(a) => runtime()?.block_on(status_command(&a)),
         Command::Release(a) => {
             let h = hold::release(&a.holds_dir, &a.id, euid(), &user_names())?;
             print(&format!("released {}\n", hold::describe(&h.file)))
@@ -167,6 +168,7 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         once: args.once,
         kinds: args.probe.kinds.clone(),
         names: args.names.names(),
+        state_file: Some(args.state_file.clone()),
         log_target: emf::LogTarget {
             log_group_name: Some(args.log_group.clone()),
             log_stream_name: args.log_stream.clone(),
@@ -405,4 +407,63 @@ fn hold_command(a: &crate::cli::HoldArgs) -> anyhow::Result<()> {
         Some(c) => std::process::exit(c),
         None => anyhow::bail!("{} was killed by a signal", a.command[0]),
     }
+}
+
+/// `emf-ssh status`.
+async fn status_command(a: &crate::cli::StatusArgs) -> anyhow::Result<()> {
+    let now = crate::now_ms();
+    let mut probe = Probe::new(a.probe.options())?;
+    let snapshot = probe.sample(now)?;
+    let count = snapshot.count(&a.probe.kinds);
+    let sessions: Vec<_> = snapshot
+        .sessions
+        .into_iter()
+        .filter(|s| a.probe.kinds.contains(s.kind))
+        .collect();
+    let daemon = crate::status::DaemonState::load(&a.state_file);
+    let alarm = if a.offline {
+        Err("--offline".to_string())
+    } else {
+        read_alarm(&a.target).await
+    };
+    let report = crate::status::StatusReport::new(now, count, sessions, daemon, alarm);
+    if a.json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        Ok(())
+    } else {
+        print(&crate::status::render(&report))
+    }
+}
+
+async fn read_alarm(t: &AlarmRefArgs) -> Result<Option<crate::status::AlarmView>, String> {
+    let instance = instance_with_region(&t.instance)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let name = t
+        .alarm_name
+        .clone()
+        .unwrap_or_else(|| alarm::default_alarm_name(&instance.instance_id));
+    let client = crate::emit::cloudwatch::client(instance.region.clone()).await;
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.describe_alarms().alarm_names(&name).send(),
+    )
+    .await
+    .map_err(|_| "DescribeAlarms timed out".to_string())?
+    .map_err(|e| crate::identity::error_chain(&e))?;
+    Ok(out
+        .metric_alarms()
+        .first()
+        .map(|m| crate::status::AlarmView {
+            name: name.clone(),
+            state: m
+                .state_value()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            reason: m.state_reason().map(str::to_owned),
+            idle_secs: (m.period().unwrap_or(60) as u64)
+                * (m.evaluation_periods().unwrap_or(15) as u64),
+        }))
 }

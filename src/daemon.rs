@@ -8,6 +8,7 @@ use crate::emit::socket::{EmfTcpSink, UdpSink};
 use crate::emit::{emf, Sink, SinkError, SinkSpec};
 use crate::identity::{InstanceIdentity, MetricIdentity, Names};
 use crate::probe::{KindSet, Probe};
+use crate::status::DaemonState;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep_until, Instant};
@@ -108,6 +109,8 @@ pub struct RunConfig {
     pub kinds: KindSet,
     pub names: Names,
     pub log_target: emf::LogTarget,
+    /// Where `emf-ssh status` finds the daemon's last publication and idle streak.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl RunConfig {
@@ -224,6 +227,17 @@ pub async fn run_loop(
     let mut next_publish = Instant::now() + Duration::from_millis(to_boundary);
     let mut next_sample = Instant::now();
     let mut summary = RunSummary::default();
+    let mut state = DaemonState {
+        pid: std::process::id(),
+        sink: cfg.sink.to_string(),
+        interval_secs: cfg.interval.as_secs().max(1),
+        updated_at_ms: now_wall,
+        last_value: None,
+        last_timestamp_ms: None,
+        last_error: None,
+        idle_since_ms: None,
+    };
+    let state_file = cfg.state_file.as_deref();
     let mut ready = false;
     tracing::info!(sink = %sink.describe(), interval = ?cfg.interval, sample_every = ?cfg.sample_every, "running");
 
@@ -235,7 +249,7 @@ pub async fn run_loop(
             _ = hup.recv() => { tracing::info!("SIGHUP: reopening files"); sink.reopen(); }
             _ = sleep_until(next_publish) => {
                 let dp = agg.finish(interval_start(crate::now_ms(), interval_ms));
-                publish(sink, dp, &mut summary).await;
+                publish(sink, dp, &mut summary, &mut state, state_file).await;
                 next_publish += cfg.interval;
             }
             _ = sleep_until(next_sample) => {
@@ -255,7 +269,7 @@ pub async fn run_loop(
     // One last look, so the datapoint published on the way out reflects the moment of stopping.
     take_sample(cfg, probe, sink, &mut agg, &mut summary).await;
     let dp = agg.finish(0);
-    publish(sink, dp, &mut summary).await;
+    publish(sink, dp, &mut summary, &mut state, state_file).await;
     Ok(summary)
 }
 
@@ -284,12 +298,19 @@ async fn take_sample(
     }
 }
 
-async fn publish(sink: &mut AnySink, dp: Option<Datapoint>, summary: &mut RunSummary) {
+async fn publish(
+    sink: &mut AnySink,
+    dp: Option<Datapoint>,
+    summary: &mut RunSummary,
+    state: &mut DaemonState,
+    state_file: Option<&std::path::Path>,
+) {
     let Some(dp) = dp else {
         tracing::warn!("no successful sample in this interval: nothing published");
         return;
     };
-    match sink.publish(&dp).await {
+    let result = sink.publish(&dp).await;
+    match &result {
         Ok(()) => {
             summary.published += 1;
             tracing::debug!(value = dp.max, samples = dp.sample_count, "published");
@@ -297,6 +318,21 @@ async fn publish(sink: &mut AnySink, dp: Option<Datapoint>, summary: &mut RunSum
         Err(e) => {
             summary.publish_failures += 1;
             tracing::error!("{e}");
+        }
+    }
+    // The idle streak as the alarm will see it: consecutive datapoints of 0.
+    state.idle_since_ms = if dp.max == 0.0 {
+        state.idle_since_ms.or(Some(dp.timestamp_ms))
+    } else {
+        None
+    };
+    state.last_value = Some(dp.max);
+    state.last_timestamp_ms = Some(dp.timestamp_ms);
+    state.last_error = result.err().map(|e| e.to_string());
+    state.updated_at_ms = crate::now_ms();
+    if let Some(path) = state_file {
+        if let Err(e) = state.save(path) {
+            tracing::debug!(path = %path.display(), error = %e, "cannot write the state file for `emf-ssh status`");
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod emit;
 pub mod identity;
 pub mod probe;
+pub mod status;
 
 /// Unix time in milliseconds: the one place the wall clock is read for stamps.
 pub fn now_ms() -> u64 {

@@ -195,3 +195,105 @@ fn emf_file_survives_rotation_and_failed_samples_publish_nothing() {
     );
     assert!(!read_docs(&rotated).is_empty());
 }
+
+#[test]
+fn status_shows_the_running_daemon_holds_and_the_alarm() {
+    let _m = machine_lock();
+    let Some(url) = localstack() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json");
+    let holds = dir.path().join("holds");
+    std::fs::create_dir(&holds).expect("holds dir");
+    let name = format!("emf-ssh-status-{}", std::process::id());
+    let mut env = localstack_env(&url);
+    env.push(("EMF_SSH_STATE_FILE", state.display().to_string()));
+    env.push(("EMF_SSH_HOLDS_DIR", holds.display().to_string()));
+    env.push(("EMF_SSH_ALARM_NAME", name.clone()));
+    env.push(("EMF_SSH_NAMESPACE", unique_namespace("status")));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::start(emf_ssh_cmd(
+        &[
+            "run",
+            "--sink",
+            "stdout",
+            "--interval",
+            "1s",
+            "--sample-every",
+            "250ms",
+            "--instance-id",
+            TEST_INSTANCE,
+            "--kinds",
+            "hold",
+        ],
+        &env_refs,
+    ));
+    let out = emf_ssh_cmd(
+        &[
+            "alarm",
+            "install",
+            "--instance-id",
+            TEST_INSTANCE,
+            "--period",
+            "60",
+            "--idle-minutes",
+            "10",
+        ],
+        &env_refs,
+    )
+    .output()
+    .expect("install");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Idle (no hold): a zero streak and a countdown.
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status", "--instance-id", TEST_INSTANCE, "--kinds", "hold"];
+        args.extend_from_slice(extra);
+        let out = emf_ssh_cmd(&args, &env_refs).output().expect("status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let idle = wait_for(Duration::from_secs(10), || {
+        let s = status(&[]);
+        s.contains("idle streak: 0 published since").then_some(s)
+    })
+    .expect("the daemon's idle streak shows up");
+    assert!(
+        idle.contains(&format!(
+            "daemon: pid {}, sink stdout, every 1s",
+            daemon.child.id()
+        )),
+        "{idle}"
+    );
+    assert!(idle.contains(&format!("alarm {name}: ")), "{idle}");
+    assert!(idle.contains("=> the alarm fires in"), "{idle}");
+    // A hold: counted, shown, no countdown.
+    let out = emf_ssh_cmd(
+        &["hold", "--for", "1h", "--reason", "status test"],
+        &env_refs,
+    )
+    .output()
+    .expect("hold");
+    assert!(out.status.success());
+    let busy = wait_for(Duration::from_secs(10), || {
+        let s = status(&[]);
+        s.contains("idle streak: none").then_some(s)
+    })
+    .expect("the hold ends the idle streak");
+    assert!(
+        busy.contains("counted now: 1 session(s)") && busy.contains("status test"),
+        "{busy}"
+    );
+    assert!(busy.contains("=> in use"), "{busy}");
+    let json: serde_json::Value = serde_json::from_str(&status(&["--json"])).expect("json");
+    assert_eq!(json["count"], 1);
+    assert_eq!(json["alarm"]["name"], name.as_str());
+    let (code, _, stderr) = daemon.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+}
