@@ -15,11 +15,22 @@ pub struct Datapoint {
     pub max: f64,
     pub min: f64,
     pub sum: f64,
+    /// The same statistics for sessions not idle (`--idle-after`); equal to the above otherwise.
+    pub active_max: f64,
+    pub active_min: f64,
+    pub active_sum: f64,
     pub sample_count: u32,
     /// Samples that failed in the interval (logged; shown in EMF properties).
     pub failed_samples: u32,
     /// The sessions of the sample that had the maximum (latest such sample).
     pub sessions: Vec<Session>,
+}
+
+/// One sample's numbers: all counted sessions, and those not idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub total: usize,
+    pub active: usize,
 }
 
 /// Collects samples of one interval.
@@ -40,7 +51,18 @@ impl Aggregator {
     }
 
     pub fn add(&mut self, count: usize, sessions: &[Session]) {
-        let v = count as f64;
+        self.add_counts(
+            Counts {
+                total: count,
+                active: count,
+            },
+            sessions,
+        )
+    }
+
+    pub fn add_counts(&mut self, counts: Counts, sessions: &[Session]) {
+        let v = counts.total as f64;
+        let a = counts.active as f64;
         match &mut self.current {
             None => {
                 self.current = Some(Datapoint {
@@ -48,6 +70,9 @@ impl Aggregator {
                     max: v,
                     min: v,
                     sum: v,
+                    active_max: a,
+                    active_min: a,
+                    active_sum: a,
                     sample_count: 1,
                     failed_samples: 0,
                     sessions: sessions.to_vec(),
@@ -60,6 +85,9 @@ impl Aggregator {
                 d.max = d.max.max(v);
                 d.min = d.min.min(v);
                 d.sum += v;
+                d.active_max = d.active_max.max(a);
+                d.active_min = d.active_min.min(a);
+                d.active_sum += a;
                 d.sample_count += 1;
             }
         }

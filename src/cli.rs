@@ -142,6 +142,10 @@ pub struct AlarmArgs {
     #[arg(long, value_enum, default_value = "missing")]
     pub treat_missing_data: crate::config::alarm::MissingData,
 
+    /// The daemon runs with --idle-after: watch the active-session metric instead of the total.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_after: Option<Duration>,
+
     /// SNS topic ARN notified on ALARM and back to OK.
     #[arg(long, value_name = "ARN")]
     pub sns_topic: Option<String>,
@@ -196,6 +200,11 @@ pub struct ProbeArgs {
     /// Directory of `emf-ssh hold` files.
     #[arg(long, env = "EMF_SSH_HOLDS_DIR", default_value = crate::probe::hold::DEFAULT_HOLDS_DIR, value_name = "DIR")]
     pub holds_dir: PathBuf,
+
+    /// Idle mode: a pty session without terminal input for this long stops counting as active
+    /// (sessions without a pty always count). `run` then also publishes the active count.
+    #[arg(long, env = "EMF_SSH_IDLE_AFTER", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_after: Option<Duration>,
 
     /// While sessions are found by walking down from known roots, still read all of /proc every
     /// N samples to find sessions under parents not seen before (0: only to confirm a zero).
@@ -300,6 +309,10 @@ pub struct NameArgs {
     #[arg(long, env = "EMF_SSH_METRIC_NAME", default_value = crate::identity::DEFAULT_METRIC_NAME)]
     pub metric_name: String,
 
+    /// Name of the second metric published with --idle-after: sessions that are not idle.
+    #[arg(long, env = "EMF_SSH_ACTIVE_METRIC_NAME", default_value = crate::identity::DEFAULT_ACTIVE_METRIC_NAME)]
+    pub active_metric_name: String,
+
     /// The CloudWatch agent's metrics.namespace, where StatsD metrics land.
     #[arg(long, env = "EMF_SSH_AGENT_NAMESPACE", default_value = crate::identity::AGENT_DEFAULT_NAMESPACE)]
     pub agent_namespace: String,
@@ -310,6 +323,7 @@ impl NameArgs {
         crate::identity::Names {
             namespace: self.namespace.clone(),
             metric_name: self.metric_name.clone(),
+            active_metric_name: self.active_metric_name.clone(),
             agent_namespace: self.agent_namespace.clone(),
         }
     }

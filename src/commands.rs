@@ -85,6 +85,9 @@ impl ProbeArgs {
 #[derive(Debug, Serialize)]
 pub struct CountReport<'a> {
     pub count: usize,
+    /// With `--idle-after`: sessions that are not idle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<usize>,
     pub kinds: Vec<Kind>,
     pub taken_at_ms: u64,
     pub method: ScanMethod,
@@ -95,6 +98,9 @@ impl<'a> CountReport<'a> {
     pub fn new(snapshot: &'a Snapshot, args: &ProbeArgs) -> Self {
         CountReport {
             count: snapshot.count(&args.kinds),
+            active: args
+                .idle_after
+                .map(|d| snapshot.active_count(&args.kinds, Some(d.as_secs()))),
             kinds: Kind::ALL
                 .into_iter()
                 .filter(|k| args.kinds.contains(*k))
@@ -169,6 +175,7 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         kinds: args.probe.kinds.clone(),
         names: args.names.names(),
         state_file: Some(args.state_file.clone()),
+        idle_after: args.probe.idle_after.map(|d| d.as_secs()),
         log_target: emf::LogTarget {
             log_group_name: Some(args.log_group.clone()),
             log_stream_name: args.log_stream.clone(),
@@ -182,7 +189,7 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         rearm(&args, &instance).await;
     }
     if cfg.once {
-        daemon::run_once(&mut probe, &cfg.kinds, &mut sink).await?;
+        daemon::run_once(&cfg, &mut probe, &mut sink).await?;
     } else {
         let summary = daemon::run_loop(&cfg, &mut probe, &mut sink).await?;
         tracing::info!(?summary, "stopped");
@@ -228,12 +235,9 @@ pub fn alarm_input(
     args: &AlarmArgs,
     instance: &InstanceIdentity,
 ) -> anyhow::Result<alarm::PutMetricAlarmInput> {
-    let id = MetricIdentity::for_mode(
-        args.mode,
-        &args.names.names(),
-        &instance.instance_id,
-        args.period,
-    );
+    let names = args.names.names();
+    let id = MetricIdentity::for_mode(args.mode, &names, &instance.instance_id, args.period)
+        .with_idle_mode(&names, args.idle_after.is_some());
     let o = alarm::AlarmOptions {
         region: instance.region.clone().unwrap_or_default(),
         period_secs: args.period,

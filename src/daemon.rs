@@ -1,7 +1,7 @@
 //! The run loop: sample every `sample_every`, publish the interval's maximum at aligned interval
 //! boundaries, react to signals, talk to systemd. It knows sinks only through [`Sink`].
 
-use crate::aggregate::{interval_start, Aggregator, Datapoint};
+use crate::aggregate::{interval_start, Aggregator, Counts, Datapoint};
 use crate::emit::cloudwatch::CloudWatchSink;
 use crate::emit::file::{EmfFileSink, StdoutSink};
 use crate::emit::socket::{EmfTcpSink, UdpSink};
@@ -42,8 +42,8 @@ impl Sink for AnySink {
     fn describe(&self) -> String {
         each_sink!(self, s => s.describe())
     }
-    async fn sample(&mut self, count: usize) -> Result<(), SinkError> {
-        each_sink!(self, s => s.sample(count).await)
+    async fn sample(&mut self, counts: Counts) -> Result<(), SinkError> {
+        each_sink!(self, s => s.sample(counts).await)
     }
     async fn publish(&mut self, dp: &Datapoint) -> Result<(), SinkError> {
         each_sink!(self, s => s.publish(dp).await)
@@ -111,9 +111,18 @@ pub struct RunConfig {
     pub log_target: emf::LogTarget,
     /// Where `emf-ssh status` finds the daemon's last publication and idle streak.
     pub state_file: Option<std::path::PathBuf>,
+    /// `--idle-after` in seconds: pty sessions without input for that long are not active.
+    pub idle_after: Option<u64>,
 }
 
 impl RunConfig {
+    pub fn counts(&self, s: &crate::probe::Snapshot) -> Counts {
+        Counts {
+            total: s.count(&self.kinds),
+            active: s.active_count(&self.kinds, self.idle_after),
+        }
+    }
+
     pub fn identity(&self, instance: &InstanceIdentity) -> MetricIdentity {
         MetricIdentity::for_mode(
             self.sink.mode(),
@@ -121,6 +130,7 @@ impl RunConfig {
             &instance.instance_id,
             self.interval.as_secs(),
         )
+        .with_idle_mode(&self.names, self.idle_after.is_some())
     }
 }
 
@@ -183,16 +193,17 @@ fn notify(state: sd_notify::NotifyState<'_>) {
 
 /// `--once`: one sample, one datapoint stamped now. A failed sample publishes nothing (exit 1).
 pub async fn run_once(
+    cfg: &RunConfig,
     probe: &mut Probe,
-    kinds: &KindSet,
     sink: &mut AnySink,
 ) -> anyhow::Result<RunSummary> {
     let now = crate::now_ms();
     let snapshot = probe.sample(now)?;
     let mut agg = Aggregator::new(now);
-    agg.add(snapshot.count(kinds), &snapshot.sessions);
+    let counts = cfg.counts(&snapshot);
+    agg.add_counts(counts, &snapshot.sessions);
     let dp = agg.finish(now).expect("one good sample");
-    sink.sample(dp.max as usize).await?;
+    sink.sample(counts).await?;
     sink.publish(&dp).await?;
     tracing::info!(value = dp.max, sink = %sink.describe(), "published");
     Ok(RunSummary {
@@ -283,9 +294,9 @@ async fn take_sample(
     summary.samples += 1;
     match probe.sample(crate::now_ms()) {
         Ok(s) => {
-            let n = s.count(&cfg.kinds);
-            agg.add(n, &s.sessions);
-            if let Err(e) = sink.sample(n).await {
+            let counts = cfg.counts(&s);
+            agg.add_counts(counts, &s.sessions);
+            if let Err(e) = sink.sample(counts).await {
                 tracing::warn!("{e}");
             }
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 pub const DEFAULT_NAMESPACE: &str = "EmfSsh";
 pub const DEFAULT_METRIC_NAME: &str = "Sessions";
+pub const DEFAULT_ACTIVE_METRIC_NAME: &str = "ActiveSessions";
 /// The CloudWatch agent's default `metrics.namespace`, where StatsD metrics land.
 pub const AGENT_DEFAULT_NAMESPACE: &str = "CWAgent";
 pub const INSTANCE_ID_DIMENSION: &str = "InstanceId";
@@ -32,6 +33,8 @@ pub enum Mode {
 pub struct Names {
     pub namespace: String,
     pub metric_name: String,
+    /// Name of the not-idle count, published with `--idle-after`.
+    pub active_metric_name: String,
     /// Namespace the agent puts StatsD metrics in (its `metrics.namespace`).
     pub agent_namespace: String,
 }
@@ -41,6 +44,7 @@ impl Default for Names {
         Names {
             namespace: DEFAULT_NAMESPACE.into(),
             metric_name: DEFAULT_METRIC_NAME.into(),
+            active_metric_name: DEFAULT_ACTIVE_METRIC_NAME.into(),
             agent_namespace: AGENT_DEFAULT_NAMESPACE.into(),
         }
     }
@@ -58,6 +62,9 @@ pub struct MetricIdentity {
     pub unit: Option<&'static str>,
     /// 1 (high resolution, for 10 s / 30 s alarm periods) or 60.
     pub storage_resolution: u32,
+    /// With `--idle-after`: a second metric counting only sessions that are not idle, which the
+    /// alarm then watches. Same namespace, dimensions and unit.
+    pub active_metric_name: Option<String>,
 }
 
 impl MetricIdentity {
@@ -81,7 +88,21 @@ impl MetricIdentity {
             dimensions,
             unit,
             storage_resolution: if interval_secs < 60 { 1 } else { 60 },
+            active_metric_name: None,
         }
+    }
+
+    /// Idle mode on: also publish the active count, and let the alarm watch it.
+    pub fn with_idle_mode(mut self, names: &Names, on: bool) -> Self {
+        self.active_metric_name = on.then(|| names.active_metric_name.clone());
+        self
+    }
+
+    /// The metric the alarm watches.
+    pub fn alarm_metric_name(&self) -> &str {
+        self.active_metric_name
+            .as_deref()
+            .unwrap_or(&self.metric_name)
     }
 
     /// The dimensions we send ourselves (StatsD: without the agent's `metric_type`).

@@ -233,6 +233,7 @@ mod tests {
             age_secs: Some(age),
             tty: tty.into(),
             remote: (kind == Kind::Ssh).then(|| "203.0.113.7:50000".into()),
+            idle_secs: None,
             note: (kind == Kind::Hold)
                 .then(|| "hold 0123456789abcdef, until unix 1795640000: training".into()),
         }

@@ -159,12 +159,12 @@ pub fn build(
         alarm_name: o.name.clone().unwrap_or_else(|| default_alarm_name(instance_id)),
         alarm_description: format!(
             "emf-ssh: {verb} {instance_id} after {idle} without a session ({} < 1 for {periods} x {} s)",
-            id.metric_name, o.period_secs
+            id.alarm_metric_name(), o.period_secs
         ),
         actions_enabled: true,
         ok_actions,
         alarm_actions,
-        metric_name: id.metric_name.clone(),
+        metric_name: id.alarm_metric_name().to_owned(),
         namespace: id.namespace.clone(),
         statistic: "Maximum",
         dimensions: id.dimensions.iter().map(|(n, v)| AlarmDimension { name: n.clone(), value: v.clone() }).collect(),

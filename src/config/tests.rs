@@ -136,7 +136,7 @@ fn alarm_watches_exactly_the_emitted_identity_in_every_mode() {
 fn statsd_alarm_dimensions_are_our_tags_plus_what_the_agent_adds() {
     let names = Names::default();
     let id = MetricIdentity::for_mode(Mode::Statsd, &names, INSTANCE, 60);
-    let line = crate::emit::statsd::gauge_line(&id, 1);
+    let line = crate::emit::statsd::gauge_line(&id, &id.metric_name, 1);
     let tags: Vec<&str> = line
         .split("|#")
         .nth(1)

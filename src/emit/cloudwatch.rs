@@ -63,37 +63,46 @@ impl CloudWatchSink {
         }
     }
 
-    pub fn datum(id: &MetricIdentity, dp: &Datapoint) -> MetricDatum {
-        let dims = id
-            .dimensions
-            .iter()
-            .map(|(k, v)| Dimension::builder().name(k).value(v).build());
-        MetricDatum::builder()
-            .metric_name(&id.metric_name)
-            .set_dimensions(Some(dims.collect()))
-            .timestamp(DateTime::from_millis(dp.timestamp_ms as i64))
-            .unit(StandardUnit::from(id.unit.unwrap_or(crate::identity::UNIT)))
-            .storage_resolution(id.storage_resolution as i32)
-            .statistic_values(
-                StatisticSet::builder()
-                    .sample_count(dp.sample_count as f64)
-                    .sum(dp.sum)
-                    .minimum(dp.min)
-                    .maximum(dp.max)
-                    .build(),
-            )
-            .build()
+    /// The datapoint's datums: the total, and with idle mode the active count.
+    pub fn datums(id: &MetricIdentity, dp: &Datapoint) -> Vec<MetricDatum> {
+        let one = |name: &str, max: f64, min: f64, sum: f64| {
+            let dims = id
+                .dimensions
+                .iter()
+                .map(|(k, v)| Dimension::builder().name(k).value(v).build());
+            MetricDatum::builder()
+                .metric_name(name)
+                .set_dimensions(Some(dims.collect()))
+                .timestamp(DateTime::from_millis(dp.timestamp_ms as i64))
+                .unit(StandardUnit::from(id.unit.unwrap_or(crate::identity::UNIT)))
+                .storage_resolution(id.storage_resolution as i32)
+                .statistic_values(
+                    StatisticSet::builder()
+                        .sample_count(dp.sample_count as f64)
+                        .sum(sum)
+                        .minimum(min)
+                        .maximum(max)
+                        .build(),
+                )
+                .build()
+        };
+        let mut v = vec![one(&id.metric_name, dp.max, dp.min, dp.sum)];
+        if let Some(active) = &id.active_metric_name {
+            v.push(one(active, dp.active_max, dp.active_min, dp.active_sum));
+        }
+        v
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
         while !self.backlog.is_empty() {
+            // Up to two datums per datapoint.
+            let n = self.backlog.len().min(MAX_DATUMS / 2);
             let batch: Vec<MetricDatum> = self
                 .backlog
                 .iter()
-                .take(MAX_DATUMS)
-                .map(|d| Self::datum(&self.id, d))
+                .take(n)
+                .flat_map(|d| Self::datums(&self.id, d))
                 .collect();
-            let n = batch.len();
             let res = self
                 .client
                 .put_metric_data()

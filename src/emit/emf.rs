@@ -70,7 +70,7 @@ pub struct MetricDirective<'a> {
     #[serde(rename = "Dimensions")]
     pub dimensions: [Vec<&'a str>; 1],
     #[serde(rename = "Metrics")]
-    pub metrics: [MetricDefinition<'a>; 1],
+    pub metrics: Vec<MetricDefinition<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,6 +117,9 @@ pub fn document<'a>(
         .map(|(k, v)| (k.as_str(), Value::String(v.clone())))
         .collect();
     fields.insert(id.metric_name.as_str(), metric_value(dp.max));
+    if let Some(active) = &id.active_metric_name {
+        fields.insert(active.as_str(), metric_value(dp.active_max));
+    }
     let mut by_kind = BTreeMap::new();
     for s in &dp.sessions {
         *by_kind.entry(s.kind.as_str()).or_insert(0) += 1;
@@ -138,11 +141,14 @@ pub fn document<'a>(
             cloudwatch_metrics: [MetricDirective {
                 namespace: &id.namespace,
                 dimensions: [id.dimensions.iter().map(|(k, _)| k.as_str()).collect()],
-                metrics: [MetricDefinition {
-                    name: &id.metric_name,
-                    unit: id.unit.unwrap_or(crate::identity::UNIT),
-                    storage_resolution: id.storage_resolution,
-                }],
+                metrics: std::iter::once(&id.metric_name)
+                    .chain(id.active_metric_name.as_ref())
+                    .map(|name| MetricDefinition {
+                        name,
+                        unit: id.unit.unwrap_or(crate::identity::UNIT),
+                        storage_resolution: id.storage_resolution,
+                    })
+                    .collect(),
             }],
         },
         fields,
@@ -220,6 +226,7 @@ mod tests {
                 "notty".into()
             },
             remote: (i % 3 != 2).then(|| format!("203.0.113.{}:5{i:04}", i % 250)),
+            idle_secs: None,
             note: None,
         }
     }
@@ -230,6 +237,9 @@ mod tests {
             max: n as f64,
             min: 0.0,
             sum: n as f64,
+            active_max: (n / 2) as f64,
+            active_min: 0.0,
+            active_sum: (n / 2) as f64,
             sample_count: 6,
             failed_samples: 0,
             sessions: (0..n).map(session).collect(),
@@ -283,6 +293,29 @@ mod tests {
             1
         );
         assert!(reference_schema().is_valid(&v));
+    }
+
+    #[test]
+    fn idle_mode_publishes_the_active_count_as_a_second_metric() {
+        let names = Names::default();
+        let id = MetricIdentity::for_mode(Mode::EmfSocket, &names, "i-0123456789abcdef0", 60)
+            .with_idle_mode(&names, true);
+        let line = encode(&id, &datapoint(3), &socket_target());
+        insta::assert_snapshot!("emf_idle_mode", line);
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(
+            (v["Sessions"].as_u64(), v["ActiveSessions"].as_u64()),
+            (Some(3), Some(1))
+        );
+        let names: Vec<&str> = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .filter_map(|m| m["Name"].as_str())
+            .collect();
+        assert_eq!(names, ["Sessions", "ActiveSessions"]);
+        assert!(reference_schema().is_valid(&v));
+        assert_eq!(id.alarm_metric_name(), "ActiveSessions");
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub trait Sink {
     /// Human-readable destination, for logs.
     fn describe(&self) -> String;
     /// Called after every successful sample (StatsD re-sends its gauge here).
-    async fn sample(&mut self, _count: usize) -> Result<(), SinkError> {
+    async fn sample(&mut self, _counts: crate::aggregate::Counts) -> Result<(), SinkError> {
         Ok(())
     }
     /// Publishes one interval's datapoint.

@@ -3,7 +3,7 @@
 //! StatsD over UDP.
 
 use super::{emf, statsd, Backlog, Sink, SinkError};
-use crate::aggregate::Datapoint;
+use crate::aggregate::{Counts, Datapoint};
 use crate::identity::MetricIdentity;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -218,19 +218,26 @@ impl Sink for UdpSink {
     }
     /// The agent deletes StatsD gauges after each collection interval (10 s by default), so the
     /// gauge is re-sent after every sample.
-    async fn sample(&mut self, count: usize) -> Result<(), SinkError> {
-        if self.statsd {
-            let line = statsd::gauge_line(&self.id, count);
-            self.send(line.as_bytes()).await
-        } else {
-            Ok(())
+    async fn sample(&mut self, counts: Counts) -> Result<(), SinkError> {
+        if !self.statsd {
+            return Ok(());
         }
+        for line in statsd::gauge_lines(&self.id, counts) {
+            self.send(line.as_bytes()).await?;
+        }
+        Ok(())
     }
     async fn publish(&mut self, dp: &Datapoint) -> Result<(), SinkError> {
         if self.statsd {
             // The interval maximum too, so a session between two samples' gauges is not lost.
-            let line = statsd::gauge_line(&self.id, dp.max as usize);
-            return self.send(line.as_bytes()).await;
+            let counts = Counts {
+                total: dp.max as usize,
+                active: dp.active_max as usize,
+            };
+            for line in statsd::gauge_lines(&self.id, counts) {
+                self.send(line.as_bytes()).await?;
+            }
+            return Ok(());
         }
         let doc = emf::encode(&self.id, dp, &self.target);
         self.send(doc.as_bytes()).await

@@ -73,6 +73,7 @@ impl Tree {
             full_scan_every,
             passwd: self.root().join("passwd"),
             check_visibility: false,
+            dev_root: self.root().join("dev"),
             holds_dir: None,
         })
         .expect("probe")
@@ -372,4 +373,43 @@ fn kind_sets_parse_and_reject() {
             .map(|k| k.contains(Kind::Ssh)),
         Ok(true)
     );
+}
+
+#[test]
+fn pty_idle_time_comes_from_the_ttys_access_time() {
+    let mut t = Tree::new();
+    t.proc(
+        100,
+        1,
+        "sshd",
+        b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\0",
+    );
+    t.proc(130, 100, "sshd", b"sshd: alice [priv]\0");
+    t.proc(131, 130, "sshd", b"sshd: alice@pts/0,pts/1\0");
+    t.proc(140, 100, "sshd", b"sshd: bob [priv]\0");
+    t.proc(141, 140, "sshd", b"sshd: bob@notty\0");
+    let now = BTIME + 10_000;
+    let pts = t.root().join("dev/pts");
+    fs::create_dir_all(&pts).expect("dev/pts");
+    for (tty, atime) in [("0", now - 3_000), ("1", now - 700)] {
+        let f = fs::File::create(pts.join(tty)).expect("tty");
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(atime);
+        f.set_times(fs::FileTimes::new().set_accessed(at).set_modified(at))
+            .expect("times");
+    }
+    let s = t.probe(vec![], 0).sample(now * 1000).expect("sample");
+    let idle: Vec<Option<u64>> = s.sessions.iter().map(|x| x.idle_secs).collect();
+    assert_eq!(
+        idle,
+        [Some(700), None],
+        "the most recent input on any of its ttys; notty unknown"
+    );
+    let kinds = KindSet::all();
+    assert_eq!(s.active_count(&kinds, None), 2);
+    assert_eq!(
+        s.active_count(&kinds, Some(600)),
+        1,
+        "alice idle for 700 s, bob (notty) always counts"
+    );
+    assert_eq!(s.active_count(&kinds, Some(800)), 2);
 }

@@ -244,6 +244,7 @@ pub fn sessions(
             age_secs: Some(now_secs.saturating_sub(h.file.created_at)),
             tty: "notty".into(),
             remote: None,
+            idle_secs: None,
             note: Some(describe(&h.file)),
         })
         .collect()

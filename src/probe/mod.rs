@@ -79,6 +79,10 @@ pub struct Session {
     /// `ip:port` of the client, when the caller may read the process's sockets (root).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// Seconds since the last terminal input on the session's pty(s) (what `w` shows as IDLE);
+    /// unknown (`None`) for sessions without a pty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_secs: Option<u64>,
     /// Holds: id, reason and expiry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -110,6 +114,19 @@ impl Snapshot {
         self.sessions
             .iter()
             .filter(|s| kinds.contains(s.kind))
+            .count()
+    }
+
+    /// Counted sessions that are not idle for `idle_after` seconds or more. Sessions whose idle
+    /// time is unknown (no pty: `ssh -T`, `-N`, VS Code; SSM, mosh, holds) always count.
+    pub fn active_count(&self, kinds: &KindSet, idle_after: Option<u64>) -> usize {
+        self.sessions
+            .iter()
+            .filter(|s| kinds.contains(s.kind))
+            .filter(|s| match (idle_after, s.idle_secs) {
+                (Some(limit), Some(idle)) => idle < limit,
+                _ => true,
+            })
             .count()
     }
 }

@@ -38,6 +38,8 @@ pub struct ProbeOptions {
     /// Check the mount and PID 1 for hidepid before trusting a zero (off only for fixture trees
     /// that have no `self/mountinfo`).
     pub check_visibility: bool,
+    /// Where the session ptys live (`/dev`; tests use a fixture tree).
+    pub dev_root: PathBuf,
     /// Where `emf-ssh hold` keeps holds (`None`: holds are not counted).
     pub holds_dir: Option<PathBuf>,
 }
@@ -54,6 +56,7 @@ impl Default for ProbeOptions {
             full_scan_every: 360,
             passwd: PathBuf::from("/etc/passwd"),
             check_visibility: true,
+            dev_root: PathBuf::from("/dev"),
             holds_dir: Some(PathBuf::from(super::hold::DEFAULT_HOLDS_DIR)),
         }
     }
@@ -148,6 +151,9 @@ impl Probe {
     ) -> Snapshot {
         if self.opts.remote_addresses {
             self.fill_remote_addresses(&mut sessions);
+        }
+        for s in sessions.iter_mut().filter(|s| s.kind == Kind::Ssh) {
+            s.idle_secs = tty_idle_secs(&self.opts.dev_root, &s.tty, now_ms / 1000);
         }
         if let Some(dir) = &self.opts.holds_dir {
             // Holds add to what the processes show; they never decide a zero on their own.
@@ -397,6 +403,7 @@ impl Probe {
             age_secs: started_at.map(|s| (now_ms / 1000).saturating_sub(s)),
             tty,
             remote: None,
+            idle_secs: None,
             note: None,
         }))
     }
@@ -522,4 +529,16 @@ pub fn parse_passwd(text: &str) -> HashMap<u32, String> {
             Some((uid, name.to_owned()))
         })
         .collect()
+}
+
+/// Idle time of a session's ptys: since the newest access time (terminal input updates it, as
+/// `w` and `who -u` rely on). `None` without a pty or when no tty can be stat'ed.
+pub fn tty_idle_secs(dev_root: &Path, ttys: &str, now_secs: u64) -> Option<u64> {
+    let newest = ttys
+        .split(',')
+        .filter(|t| t.starts_with("pts/") || t.starts_with("tty"))
+        .filter_map(|t| std::fs::metadata(dev_root.join(t)).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::atime(&m).max(0) as u64)
+        .max()?;
+    Some(now_secs.saturating_sub(newest))
 }

@@ -297,3 +297,95 @@ fn status_shows_the_running_daemon_holds_and_the_alarm() {
     let (code, _, stderr) = daemon.stop();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// Idle mode with a real pty session: the idle clock is the tty's access time (set here as if
+/// the last keystroke was an hour ago). The total still counts it; the active count does not.
+#[test]
+fn idle_pty_sessions_stop_counting_as_active() {
+    let _m = machine_lock();
+    let Some(mut sshd) = Sshd::start() else {
+        return;
+    };
+    sshd.open(TEST_USER, &["-tt"], true);
+    sshd.open(TEST_USER, &["-T"], true);
+    let report = wait_for(Duration::from_secs(15), || {
+        let out = emf_ssh(&["count", "--json", "--kinds", "ssh"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let ours: Vec<Value> = v["sessions"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["user"] == TEST_USER)
+            .cloned()
+            .collect();
+        let has_pty = ours.iter().any(|s| s["tty"].as_str().is_some_and(|t| t.starts_with("pts/")));
+        (ours.len() == 2 && has_pty).then_some(ours)
+    })
+    .expect("two sessions");
+    let tty = report
+        .iter()
+        .find_map(|s| s["tty"].as_str().filter(|t| t.starts_with("pts/")))
+        .expect("a pty")
+        .to_owned();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(format!("/dev/{tty}"))
+        .and_then(|f| f.set_times(std::fs::FileTimes::new().set_accessed(hour_ago)))
+        .expect("set the tty's access time");
+    let out = emf_ssh(&["count", "--json", "--kinds", "ssh", "--idle-after", "10m"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let total = v["count"].as_u64().expect("count");
+    assert_eq!(
+        v["active"].as_u64(),
+        Some(total - 1),
+        "the idle pty session is not active: {v}"
+    );
+    let idle = v["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|s| s["tty"] == tty.as_str())
+        .expect("ours");
+    assert!(idle["idle_secs"].as_u64().unwrap_or(0) >= 3599, "{idle}");
+    // Published: both metrics; the alarm generated for idle mode watches the active one.
+    let out = emf_ssh_cmd(
+        &[
+            "run",
+            "--once",
+            "--sink",
+            "stdout",
+            "--kinds",
+            "ssh",
+            "--idle-after",
+            "10m",
+            "--instance-id",
+            TEST_INSTANCE,
+        ],
+        &[],
+    )
+    .output()
+    .expect("run");
+    let doc = assert_valid_emf(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(
+        doc["ActiveSessions"].as_u64(),
+        Some(doc["Sessions"].as_u64().unwrap_or(0) - 1),
+        "{doc}"
+    );
+    let out = emf_ssh_cmd(
+        &[
+            "gen-config",
+            "alarm",
+            "--idle-after",
+            "10m",
+            "--instance-id",
+            TEST_INSTANCE,
+            "--region",
+            "us-east-1",
+        ],
+        &[],
+    )
+    .output()
+    .expect("gen-config");
+    let alarm: Value = serde_json::from_slice(&out.stdout).expect("alarm");
+    assert_eq!(alarm["MetricName"], "ActiveSessions");
+}
