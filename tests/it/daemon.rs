@@ -317,7 +317,9 @@ fn idle_pty_sessions_stop_counting_as_active() {
             .filter(|s| s["user"] == TEST_USER)
             .cloned()
             .collect();
-        let has_pty = ours.iter().any(|s| s["tty"].as_str().is_some_and(|t| t.starts_with("pts/")));
+        let has_pty = ours
+            .iter()
+            .any(|s| s["tty"].as_str().is_some_and(|t| t.starts_with("pts/")));
         (ours.len() == 2 && has_pty).then_some(ours)
     })
     .expect("two sessions");
