@@ -91,6 +91,19 @@ pub async fn state(client: &Client, name: &str) -> Result<Option<StateValue>, Ap
         .and_then(|a| a.state_value().cloned()))
 }
 
+/// How long the alarm waits before acting (period x evaluation periods), if it exists.
+pub async fn idle_secs(client: &Client, name: &str) -> Result<Option<u64>, ApiError> {
+    let out = client
+        .describe_alarms()
+        .alarm_names(name)
+        .send()
+        .await
+        .map_err(|e| api_error("DescribeAlarms", &e))?;
+    Ok(out.metric_alarms().first().map(|a| {
+        a.period().unwrap_or(60).max(0) as u64 * a.evaluation_periods().unwrap_or(1).max(0) as u64
+    }))
+}
+
 /// If the alarm is in ALARM (an instance started again while it was), set it to OK so the next
 /// idle period makes a new transition — EC2 actions run only on transitions into ALARM.
 pub async fn rearm(client: &Client, name: &str) -> Result<bool, ApiError> {

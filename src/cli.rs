@@ -274,6 +274,15 @@ pub struct RunArgs {
     #[arg(long, env = "EMF_SSH_STATE_FILE", default_value = crate::status::DEFAULT_STATE_FILE, value_name = "PATH")]
     pub state_file: PathBuf,
 
+    /// With --idle-after: warn idle sessions on their terminals this long before the alarm
+    /// stops the instance.
+    #[arg(long, env = "EMF_SSH_WARN_BEFORE", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub warn_before: Duration,
+
+    /// How long the alarm waits, for warnings when the alarm itself cannot be read at start-up.
+    #[arg(long, env = "EMF_SSH_ALARM_IDLE", default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+    pub alarm_idle: Duration,
+
     /// Do not set this instance's alarm back to OK at start-up when it is in ALARM.
     #[arg(long)]
     pub no_rearm: bool,

@@ -167,7 +167,7 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
             args.sink
         );
     }
-    let cfg = RunConfig {
+    let mut cfg = RunConfig {
         sink: args.sink.clone(),
         interval: args.interval,
         sample_every: args.sample_every,
@@ -176,6 +176,8 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         names: args.names.names(),
         state_file: Some(args.state_file.clone()),
         idle_after: args.probe.idle_after.map(|d| d.as_secs()),
+        warn: Some((args.warn_before.as_secs(), args.alarm_idle.as_secs())),
+        dev_root: std::path::PathBuf::from("/dev"),
         log_target: emf::LogTarget {
             log_group_name: Some(args.log_group.clone()),
             log_stream_name: args.log_stream.clone(),
@@ -186,7 +188,10 @@ async fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     tracing::info!(instance = %instance, "identity");
     if !cfg.once && !args.no_rearm {
-        rearm(&args, &instance).await;
+        if let Some(idle) = rearm(&args, &instance).await {
+            // Warnings follow the real alarm's idle time (period x evaluation periods).
+            cfg.warn = Some((args.warn_before.as_secs(), idle));
+        }
     }
     if cfg.once {
         daemon::run_once(&cfg, &mut probe, &mut sink).await?;
@@ -295,10 +300,9 @@ async fn alarm_command(op: AlarmCommand) -> anyhow::Result<()> {
 }
 
 /// Start-up re-arm: best effort, never fatal (the daemon's job is publishing).
-async fn rearm(args: &RunArgs, instance: &InstanceIdentity) {
-    let Some(region) = instance.region.clone() else {
-        return;
-    };
+/// Returns the alarm's idle time (period x evaluation periods) when it could be read.
+async fn rearm(args: &RunArgs, instance: &InstanceIdentity) -> Option<u64> {
+    let region = instance.region.clone()?;
     let name = args
         .alarm_name
         .clone()
@@ -319,6 +323,11 @@ async fn rearm(args: &RunArgs, instance: &InstanceIdentity) {
         }
         Err(_) => tracing::warn!(alarm = %name, "re-arm timed out, going on"),
     }
+    let idle = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        crate::alarm_api::idle_secs(&client, &name),
+    );
+    idle.await.ok().and_then(Result::ok).flatten()
 }
 
 fn euid() -> u32 {

@@ -113,6 +113,10 @@ pub struct RunConfig {
     pub state_file: Option<std::path::PathBuf>,
     /// `--idle-after` in seconds: pty sessions without input for that long are not active.
     pub idle_after: Option<u64>,
+    /// Warnings to idle sessions before the stop (idle mode only).
+    pub warn: Option<(u64, u64)>,
+    /// Where session ttys live.
+    pub dev_root: std::path::PathBuf,
 }
 
 impl RunConfig {
@@ -249,6 +253,16 @@ pub async fn run_loop(
         idle_since_ms: None,
     };
     let state_file = cfg.state_file.as_deref();
+    let mut warner = match (cfg.warn, cfg.idle_after) {
+        (Some((before, alarm_idle)), Some(idle_after)) => Some(crate::warn::Warner::new(
+            before,
+            alarm_idle,
+            idle_after,
+            cfg.dev_root.clone(),
+        )),
+        _ => None,
+    };
+    let mut last_sessions: Vec<crate::probe::Session> = Vec::new();
     let mut ready = false;
     tracing::info!(sink = %sink.describe(), interval = ?cfg.interval, sample_every = ?cfg.sample_every, "running");
 
@@ -260,12 +274,19 @@ pub async fn run_loop(
             _ = hup.recv() => { tracing::info!("SIGHUP: reopening files"); sink.reopen(); }
             _ = sleep_until(next_publish) => {
                 let dp = agg.finish(interval_start(crate::now_ms(), interval_ms));
-                publish(sink, dp, &mut summary, &mut state, state_file).await;
+                publish(cfg, sink, dp, &mut summary, &mut state, state_file).await;
                 next_publish += cfg.interval;
+                if let Some(w) = warner.as_mut() {
+                    let now = crate::now_ms();
+                    if let Some((stop_at, ttys)) = w.due(state.idle_since_ms, now, &last_sessions) {
+                        let sent = w.send(stop_at, now, &ttys);
+                        tracing::warn!(?sent, "warned idle sessions: the alarm stops this instance in about {} s", stop_at.saturating_sub(now) / 1000);
+                    }
+                }
             }
             _ = sleep_until(next_sample) => {
                 next_sample += cfg.sample_every;
-                take_sample(cfg, probe, sink, &mut agg, &mut summary).await;
+                take_sample(cfg, probe, sink, &mut agg, &mut summary, &mut last_sessions).await;
                 if !ready {
                     notify(sd_notify::NotifyState::Ready);
                     ready = true;
@@ -278,9 +299,9 @@ pub async fn run_loop(
     }
     notify(sd_notify::NotifyState::Stopping);
     // One last look, so the datapoint published on the way out reflects the moment of stopping.
-    take_sample(cfg, probe, sink, &mut agg, &mut summary).await;
+    take_sample(cfg, probe, sink, &mut agg, &mut summary, &mut last_sessions).await;
     let dp = agg.finish(0);
-    publish(sink, dp, &mut summary, &mut state, state_file).await;
+    publish(cfg, sink, dp, &mut summary, &mut state, state_file).await;
     Ok(summary)
 }
 
@@ -290,12 +311,14 @@ async fn take_sample(
     sink: &mut AnySink,
     agg: &mut Aggregator,
     summary: &mut RunSummary,
+    last_sessions: &mut Vec<crate::probe::Session>,
 ) {
     summary.samples += 1;
     match probe.sample(crate::now_ms()) {
         Ok(s) => {
             let counts = cfg.counts(&s);
             agg.add_counts(counts, &s.sessions);
+            *last_sessions = s.sessions;
             if let Err(e) = sink.sample(counts).await {
                 tracing::warn!("{e}");
             }
@@ -310,6 +333,7 @@ async fn take_sample(
 }
 
 async fn publish(
+    cfg: &RunConfig,
     sink: &mut AnySink,
     dp: Option<Datapoint>,
     summary: &mut RunSummary,
@@ -332,7 +356,13 @@ async fn publish(
         }
     }
     // The idle streak as the alarm will see it: consecutive datapoints of 0.
-    state.idle_since_ms = if dp.max == 0.0 {
+    // With idle mode the alarm watches the active count.
+    let watched = if cfg.idle_after.is_some() {
+        dp.active_max
+    } else {
+        dp.max
+    };
+    state.idle_since_ms = if watched == 0.0 {
         state.idle_since_ms.or(Some(dp.timestamp_ms))
     } else {
         None

@@ -13,6 +13,7 @@ pub mod emit;
 pub mod identity;
 pub mod probe;
 pub mod status;
+pub mod warn;
 
 /// Unix time in milliseconds: the one place the wall clock is read for stamps.
 pub fn now_ms() -> u64 {

@@ -391,3 +391,96 @@ fn idle_pty_sessions_stop_counting_as_active() {
     let alarm: Value = serde_json::from_slice(&out.stdout).expect("alarm");
     assert_eq!(alarm["MetricName"], "ActiveSessions");
 }
+
+/// Sessions whose terminal is idle are warned before the stop, on their own ttys, once; with an
+/// active session nobody is warned.
+#[test]
+fn idle_sessions_are_warned_on_their_terminals_before_the_stop() {
+    let _m = machine_lock();
+    let Some(mut sshd) = Sshd::start() else {
+        return;
+    };
+    let a = sshd.open_captured(TEST_USER);
+    let b = sshd.open_captured("root");
+    let ttys = wait_for(Duration::from_secs(15), || {
+        let out = emf_ssh(&["count", "--json", "--kinds", "ssh"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let t: Vec<String> = v["sessions"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| {
+                s["tty"]
+                    .as_str()
+                    .filter(|t| t.starts_with("pts/"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        (t.len() >= 2).then_some(t)
+    })
+    .expect("two pty sessions");
+    let age = |tty: &str, secs: u64| {
+        let t = std::time::SystemTime::now() - Duration::from_secs(secs);
+        std::fs::File::options()
+            .write(true)
+            .open(format!("/dev/{tty}"))
+            .and_then(|f| f.set_times(std::fs::FileTimes::new().set_accessed(t)))
+            .expect("set atime");
+    };
+    let args = [
+        "run",
+        "--sink",
+        "stdout",
+        "--interval",
+        "1s",
+        "--sample-every",
+        "200ms",
+        "--kinds",
+        "ssh",
+        "--idle-after",
+        "10m",
+        "--warn-before",
+        "2s",
+        "--alarm-idle",
+        "3s",
+        "--no-rearm",
+        "--instance-id",
+        TEST_INSTANCE,
+    ];
+    // One session active: no warning anywhere.
+    age(&ttys[0], 3600);
+    let daemon = Daemon::start(emf_ssh_cmd(&args, &[]));
+    std::thread::sleep(Duration::from_secs(5));
+    let (code, _, stderr) = daemon.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warned idle sessions"), "{stderr}");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    assert!(!read(&a).contains("emf-ssh:") && !read(&b).contains("emf-ssh:"));
+
+    // All idle: both terminals get the warning, once.
+    for t in &ttys {
+        age(t, 3600);
+    }
+    let daemon = Daemon::start(emf_ssh_cmd(&args, &[]));
+    let warned = wait_for(Duration::from_secs(15), || {
+        (read(&a).contains("will be stopped at") && read(&b).contains("will be stopped at"))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, _, stderr) = daemon.stop();
+    assert!(
+        warned.is_some(),
+        "terminals: {:?} / {:?}\n{stderr}",
+        read(&a),
+        read(&b)
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for p in [&a, &b] {
+        let text = read(p);
+        assert_eq!(
+            text.matches("will be stopped at").count(),
+            1,
+            "once per idle streak: {text:?}"
+        );
+        assert!(text.contains("emf-ssh hold --for 2h"), "{text:?}");
+    }
+}

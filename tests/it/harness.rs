@@ -221,6 +221,17 @@ impl Sshd {
         self.clients.push(c.spawn().expect("ssh"));
     }
 
+    /// Like `open` with a pty (`-tt`, remote `sleep 600`), but the client's output (what the
+    /// session's terminal shows) goes to a file, which is returned.
+    pub fn open_captured(&mut self, user: &str) -> PathBuf {
+        let out = self.path(&format!("client-{}.out", self.clients.len()));
+        let mut c = self.ssh_command(user);
+        c.args(["-o", "BatchMode=yes", "-tt", "127.0.0.1", "sleep", "600"]);
+        c.stdout(std::fs::File::create(&out).expect("capture file"));
+        self.clients.push(c.spawn().expect("ssh"));
+        out
+    }
+
     /// A client that sent its user name and now waits forever for a password.
     pub fn open_pending_auth(&mut self, user: &str) {
         let mut c = self.ssh_command(user);
