@@ -5,7 +5,7 @@ use crate::identity::error_chain;
 use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{
-    ComparisonOperator, Dimension, StandardUnit, StateValue, Statistic,
+    ComparisonOperator, Dimension, MetricAlarm, StandardUnit, StateValue, Statistic,
 };
 use aws_sdk_cloudwatch::Client;
 use std::fmt::Write as _;
@@ -77,31 +77,32 @@ pub async fn remove(client: &Client, name: &str) -> Result<bool, ApiError> {
     Ok(existed)
 }
 
-/// The alarm's current state, or `None` when it does not exist.
-pub async fn state(client: &Client, name: &str) -> Result<Option<StateValue>, ApiError> {
+/// The alarm, or `None` when it does not exist.
+pub async fn describe(client: &Client, name: &str) -> Result<Option<MetricAlarm>, ApiError> {
     let out = client
         .describe_alarms()
         .alarm_names(name)
         .send()
         .await
         .map_err(|e| api_error("DescribeAlarms", &e))?;
-    Ok(out
-        .metric_alarms()
-        .first()
+    Ok(out.metric_alarms().first().cloned())
+}
+
+/// The alarm's current state, or `None` when it does not exist.
+pub async fn state(client: &Client, name: &str) -> Result<Option<StateValue>, ApiError> {
+    Ok(describe(client, name)
+        .await?
         .and_then(|a| a.state_value().cloned()))
 }
 
-/// How long the alarm waits before acting (period x evaluation periods), if it exists.
+/// How long the alarm waits before acting (period x evaluation periods).
+pub fn idle_secs_of(a: &MetricAlarm) -> u64 {
+    a.period().unwrap_or(60).max(0) as u64 * a.evaluation_periods().unwrap_or(1).max(0) as u64
+}
+
+/// How long the alarm waits before acting, if it exists.
 pub async fn idle_secs(client: &Client, name: &str) -> Result<Option<u64>, ApiError> {
-    let out = client
-        .describe_alarms()
-        .alarm_names(name)
-        .send()
-        .await
-        .map_err(|e| api_error("DescribeAlarms", &e))?;
-    Ok(out.metric_alarms().first().map(|a| {
-        a.period().unwrap_or(60).max(0) as u64 * a.evaluation_periods().unwrap_or(1).max(0) as u64
-    }))
+    Ok(describe(client, name).await?.as_ref().map(idle_secs_of))
 }
 
 /// If the alarm is in ALARM (an instance started again while it was), set it to OK so the next
@@ -125,13 +126,7 @@ pub async fn rearm(client: &Client, name: &str) -> Result<bool, ApiError> {
 
 /// Human-readable status: state, reason, what it watches, the last datapoints.
 pub async fn status(client: &Client, name: &str, now_ms: u64) -> Result<String, ApiError> {
-    let out = client
-        .describe_alarms()
-        .alarm_names(name)
-        .send()
-        .await
-        .map_err(|e| api_error("DescribeAlarms", &e))?;
-    let Some(a) = out.metric_alarms().first() else {
+    let Some(a) = describe(client, name).await? else {
         return Ok(format!(
             "alarm {name}: not installed (emf-ssh alarm install)\n"
         ));

@@ -459,24 +459,20 @@ async fn read_alarm(t: &AlarmRefArgs) -> Result<Option<crate::status::AlarmView>
         .clone()
         .unwrap_or_else(|| alarm::default_alarm_name(&instance.instance_id));
     let client = crate::emit::cloudwatch::client(instance.region.clone()).await;
-    let out = tokio::time::timeout(
+    let alarm = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        client.describe_alarms().alarm_names(&name).send(),
+        crate::alarm_api::describe(&client, &name),
     )
     .await
     .map_err(|_| "DescribeAlarms timed out".to_string())?
-    .map_err(|e| crate::identity::error_chain(&e))?;
-    Ok(out
-        .metric_alarms()
-        .first()
-        .map(|m| crate::status::AlarmView {
-            name: name.clone(),
-            state: m
-                .state_value()
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default(),
-            reason: m.state_reason().map(str::to_owned),
-            idle_secs: (m.period().unwrap_or(60) as u64)
-                * (m.evaluation_periods().unwrap_or(15) as u64),
-        }))
+    .map_err(|e| e.to_string())?;
+    Ok(alarm.map(|m| crate::status::AlarmView {
+        name: name.clone(),
+        state: m
+            .state_value()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        reason: m.state_reason().map(str::to_owned),
+        idle_secs: crate::alarm_api::idle_secs_of(&m),
+    }))
 }

@@ -137,7 +137,7 @@ fn published_metric_is_exactly_what_the_generated_alarm_watches() {
     let Some(url) = localstack() else { return };
     let ns = unique_namespace("identity");
     let env = localstack_env(&url);
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_refs = env_refs(&env);
     for interval in ["60s", "10s"] {
         let out = emf_ssh_cmd(
             &[
@@ -196,7 +196,7 @@ fn alarm_install_status_remove_through_the_api() {
     let Some(url) = localstack() else { return };
     let name = format!("emf-ssh-api-{}", std::process::id());
     let env = localstack_env(&url);
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_refs = env_refs(&env);
     let run = |args: &[&str]| {
         let mut all = vec!["alarm"];
         all.extend_from_slice(args);
@@ -268,7 +268,7 @@ fn alarm_fires_only_when_idle_and_the_daemon_rearms_it() {
     let mut env = localstack_env(&url);
     env.push(("EMF_SSH_NAMESPACE", ns.clone()));
     env.push(("EMF_SSH_ALARM_NAME", name.clone()));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_refs = env_refs(&env);
     // 10 s periods, idle after 30 s (3 periods).
     let out = emf_ssh_cmd(
         &[

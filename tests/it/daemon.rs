@@ -210,7 +210,7 @@ fn status_shows_the_running_daemon_holds_and_the_alarm() {
     env.push(("EMF_SSH_HOLDS_DIR", holds.display().to_string()));
     env.push(("EMF_SSH_ALARM_NAME", name.clone()));
     env.push(("EMF_SSH_NAMESPACE", unique_namespace("status")));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_refs = env_refs(&env);
     let daemon = Daemon::start(emf_ssh_cmd(
         &[
             "run",

@@ -445,3 +445,8 @@ pub fn assert_valid_emf(line: &str) -> serde_json::Value {
     assert!(errors.is_empty(), "{errors:?}: {line}");
     v
 }
+
+/// Borrowed view of owned env pairs, for `emf_ssh_cmd`.
+pub fn env_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, s)| (*k, s.as_str())).collect()
+}

@@ -22,10 +22,6 @@ fn run_once(sink: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::O
     emf_ssh_cmd(&args, env).output().expect("run --once")
 }
 
-fn env_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    v.iter().map(|(k, s)| (*k, s.as_str())).collect()
-}
-
 /// Opens `n` real SSH sessions and waits until the probe counts exactly `n`.
 fn sessions(n: usize) -> Option<Sshd> {
     let mut sshd = Sshd::start()?;
