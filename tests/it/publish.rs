@@ -693,3 +693,15 @@ fn auto_sink_falls_back_to_cloudwatch_and_recovers() {
         "{stderr}"
     );
 }
+
+/// A full disk is reported with what to do, and the datapoint is kept, not silently lost.
+#[test]
+fn a_full_disk_is_reported_and_the_line_kept() {
+    // /dev/full answers every write with ENOSPC.
+    let out = run_once("emf-file:/dev/full", &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write /dev/full"), "{stderr}");
+    assert!(stderr.contains("disk full"), "{stderr}");
+    assert!(stderr.contains("1 datapoint(s) kept for retry"), "{stderr}");
+}
