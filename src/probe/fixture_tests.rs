@@ -47,6 +47,7 @@ impl Tree {
         )
         .expect("write stat");
         fs::write(d.join("cmdline"), cmdline).expect("write cmdline");
+        fs::write(d.join("comm"), format!("{comm}\n")).expect("write comm");
         if ppid > 0 {
             self.children.entry(ppid).or_default().push(pid);
         }
