@@ -484,3 +484,79 @@ fn idle_sessions_are_warned_on_their_terminals_before_the_stop() {
         assert!(text.contains("emf-ssh hold --for 2h"), "{text:?}");
     }
 }
+
+/// The packaged unit is Type=notify with WatchdogSec=: the daemon must say READY=1 after its
+/// first sample and keep sending WATCHDOG=1, or systemd fails or kills it.
+#[test]
+fn systemd_notify_ready_and_watchdog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let daemon = Daemon::start(emf_ssh_cmd(
+        &[
+            "run",
+            "--sink",
+            "stdout",
+            "--interval",
+            "1s",
+            "--sample-every",
+            "200ms",
+            "--instance-id",
+            TEST_INSTANCE,
+        ],
+        &[
+            ("NOTIFY_SOCKET", &sock_path.display().to_string()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    ));
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 512];
+    while messages
+        .iter()
+        .filter(|m: &&String| m.contains("WATCHDOG=1"))
+        .count()
+        < 3
+    {
+        let n = sock.recv(&mut buf).expect("a notification");
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let (code, _, stderr) = daemon.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(messages[0].contains("READY=1"), "READY first: {messages:?}");
+    let mut rest = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if rest.last().is_some_and(|m| m.contains("STOPPING=1")) {
+            break;
+        }
+    }
+    assert!(
+        rest.iter().any(|m| m.contains("STOPPING=1")),
+        "STOPPING on SIGTERM: {rest:?}"
+    );
+}
+
+/// ExecStartPre=emf-ssh run --check: settings and probe checked, no AWS contacted.
+#[test]
+fn run_check_validates_without_aws() {
+    let out = emf_ssh_cmd(&["run", "--check", "--sink", "cloudwatch"], &[])
+        .output()
+        .expect("check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("configuration OK: sink cloudwatch"),
+        "{text}"
+    );
+    let out = emf_ssh_cmd(&["run", "--check", "--instance-id", "i-bad"], &[])
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an EC2 instance id"));
+}
