@@ -31,7 +31,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hold(a) => hold_command(&a),
         Command::Status(a) => runtime()?.block_on(status_command(&a)),
         Command::Release(a) => {
-            let h = hold::release(&a.holds_dir, &a.id, euid(), &user_names())?;
+            let h = hold::release(
+                &a.holds_dir,
+                &a.id,
+                crate::probe::proc::effective_uid(),
+                &user_names(),
+            )?;
             print(&format!("released {}\n", hold::describe(&h.file)))
         }
     }
@@ -330,12 +335,6 @@ async fn rearm(args: &RunArgs, instance: &InstanceIdentity) -> Option<u64> {
     idle.await.ok().and_then(Result::ok).flatten()
 }
 
-fn euid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(u32::MAX)
-}
-
 fn user_names() -> impl Fn(u32) -> String {
     let map = std::fs::read_to_string("/etc/passwd")
         .map(|t| crate::probe::proc::parse_passwd(&t))
@@ -373,7 +372,7 @@ fn hold_command(a: &crate::cli::HoldArgs) -> anyhow::Result<()> {
         let until = now + a.duration.as_secs();
         let h = hold::create(
             &a.holds_dir,
-            euid(),
+            crate::probe::proc::effective_uid(),
             a.reason.as_deref(),
             Some(until),
             None,
@@ -396,7 +395,7 @@ fn hold_command(a: &crate::cli::HoldArgs) -> anyhow::Result<()> {
     let created = start.map(|start| {
         hold::create(
             &a.holds_dir,
-            euid(),
+            crate::probe::proc::effective_uid(),
             a.reason.as_deref(),
             None,
             Some((pid, start)),

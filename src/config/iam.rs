@@ -25,62 +25,64 @@ pub struct Statement {
 /// `alarm` adds what `emf-ssh alarm install|status|remove` and the daemon's re-arm need, limited
 /// to this tool's alarms.
 pub fn policy(id: &MetricIdentity, mode: Mode, alarm: bool, alarm_name: &str) -> Policy {
+    let alarm_arn = format!("arn:aws:cloudwatch:*:*:alarm:{alarm_name}");
     let mut statement = Vec::new();
     if matches!(mode, Mode::Cloudwatch | Mode::EmfSocket) {
-        statement.push(Statement {
-            sid: "PublishSessionCount",
-            effect: "Allow",
-            action: vec!["cloudwatch:PutMetricData"],
-            // PutMetricData has no resource ARN; the namespace condition is the restriction.
-            resource: "*".into(),
-            condition: Some(
-                serde_json::json!({"StringEquals": {"cloudwatch:namespace": id.namespace}}),
-            ),
-        });
+        // PutMetricData has no resource ARN; the namespace condition is the restriction.
+        let only_our_namespace =
+            serde_json::json!({"StringEquals": {"cloudwatch:namespace": id.namespace}});
+        statement.push(allow(
+            "PublishSessionCount",
+            vec!["cloudwatch:PutMetricData"],
+            "*".into(),
+            Some(only_our_namespace),
+        ));
     }
     // Re-arming at start-up is useful in every mode.
-    statement.push(Statement {
-        sid: "RearmIdleAlarm",
-        effect: "Allow",
-        action: vec!["cloudwatch:DescribeAlarms", "cloudwatch:SetAlarmState"],
-        resource: format!("arn:aws:cloudwatch:*:*:alarm:{alarm_name}"),
-        condition: None,
-    });
+    let rearm = vec!["cloudwatch:DescribeAlarms", "cloudwatch:SetAlarmState"];
+    statement.push(allow("RearmIdleAlarm", rearm, alarm_arn.clone(), None));
     if alarm {
-        statement.push(Statement {
-            sid: "ManageIdleAlarm",
-            effect: "Allow",
-            action: vec!["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
-            resource: format!("arn:aws:cloudwatch:*:*:alarm:{alarm_name}"),
-            condition: None,
-        });
+        let manage = vec!["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"];
+        statement.push(allow("ManageIdleAlarm", manage, alarm_arn, None));
         // Creating an alarm with an EC2 action checks the instance, and the first one in an
         // account creates CloudWatch's service-linked role that performs the action.
-        statement.push(Statement {
-            sid: "AlarmWithEc2Action",
-            effect: "Allow",
-            action: vec!["ec2:DescribeInstances", "ec2:DescribeInstanceStatus"],
-            resource: "*".into(),
-            condition: None,
-        });
-        statement.push(Statement {
-            sid: "CloudWatchEventsServiceLinkedRole",
-            effect: "Allow",
-            action: vec!["iam:CreateServiceLinkedRole"],
-            resource: "arn:aws:iam::*:role/aws-service-role/events.amazonaws.com/AWSServiceRoleForCloudWatchEvents*".into(),
-            condition: Some(serde_json::json!({"StringLike": {"iam:AWSServiceName": "events.amazonaws.com"}})),
-        });
-        statement.push(Statement {
-            sid: "ReadIdleMetric",
-            effect: "Allow",
-            action: vec!["cloudwatch:GetMetricStatistics"],
-            resource: "*".into(),
-            condition: None,
-        });
+        let describe = vec!["ec2:DescribeInstances", "ec2:DescribeInstanceStatus"];
+        statement.push(allow("AlarmWithEc2Action", describe, "*".into(), None));
+        let events_role = "arn:aws:iam::*:role/aws-service-role/events.amazonaws.com/AWSServiceRoleForCloudWatchEvents*";
+        let only_events =
+            serde_json::json!({"StringLike": {"iam:AWSServiceName": "events.amazonaws.com"}});
+        let slr = vec!["iam:CreateServiceLinkedRole"];
+        statement.push(allow(
+            "CloudWatchEventsServiceLinkedRole",
+            slr,
+            events_role.into(),
+            Some(only_events),
+        ));
+        statement.push(allow(
+            "ReadIdleMetric",
+            vec!["cloudwatch:GetMetricStatistics"],
+            "*".into(),
+            None,
+        ));
     }
     Policy {
         version: "2012-10-17",
         statement,
+    }
+}
+
+fn allow(
+    sid: &'static str,
+    action: Vec<&'static str>,
+    resource: String,
+    condition: Option<serde_json::Value>,
+) -> Statement {
+    Statement {
+        sid,
+        effect: "Allow",
+        action,
+        resource,
+        condition,
     }
 }
 

@@ -531,7 +531,8 @@ fn hidepid_option(root: &Path) -> Option<String> {
     })
 }
 
-fn effective_uid() -> u32 {
+/// This process's effective uid (`u32::MAX` if unreadable: then treated as unprivileged).
+pub fn effective_uid() -> u32 {
     procfs::process::Process::myself()
         .and_then(|p| p.status())
         .ok()
