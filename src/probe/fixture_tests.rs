@@ -56,6 +56,33 @@ impl Tree {
         self
     }
 
+    /// A current-style listener (`[listener]` title).
+    fn listener(&mut self, pid: i32, ppid: i32) -> &mut Self {
+        self.proc(
+            pid,
+            ppid,
+            "sshd",
+            b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\0\0",
+        )
+    }
+
+    /// An authenticated OpenSSH 9.2 connection: `USER [priv]` monitor at `monitor`, the counted
+    /// process `sshd: TITLE` at `monitor + 1`.
+    fn session(&mut self, monitor: i32, parent: i32, user: &str, title: &str) -> &mut Self {
+        self.proc(
+            monitor,
+            parent,
+            "sshd",
+            format!("sshd: {user} [priv]\0").as_bytes(),
+        );
+        self.proc(
+            monitor + 1,
+            monitor,
+            "sshd",
+            format!("sshd: {title}\0").as_bytes(),
+        )
+    }
+
     fn write_children(&self) {
         for (pid, kids) in &self.children {
             let path = self.root().join(format!("{pid}/task/{pid}/children"));
@@ -98,12 +125,7 @@ fn users_ttys(s: &Snapshot) -> Vec<(Kind, String, String)> {
 fn openssh_tree(session_comm: &str, prefix: &str) -> Tree {
     let mut t = Tree::new();
     let p = |s: &str| format!("{prefix}: {s}\0\0\0\0").into_bytes();
-    t.proc(
-        100,
-        1,
-        "sshd",
-        b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\0\0",
-    );
+    t.listener(100, 1);
     // TCP accepted, no user yet.
     t.proc(110, 100, session_comm, &p("[accepted]"));
     t.proc(111, 110, session_comm, &p("[net]"));
@@ -171,8 +193,7 @@ fn openssh_9_8_sshd_session_prefix_and_root_monitor() {
 fn old_openssh_listener_with_untouched_argv() {
     let mut t = Tree::new();
     t.proc(100, 1, "sshd", b"/usr/sbin/sshd\0-D\0");
-    t.proc(130, 100, "sshd", b"sshd: ec2-user [priv]\0");
-    t.proc(131, 130, "sshd", b"sshd: ec2-user@pts/0\0");
+    t.session(130, 100, "ec2-user", "ec2-user@pts/0");
     assert_eq!(t.sample().count(&KindSet::all()), 1);
 }
 
@@ -201,17 +222,10 @@ fn pre_auth_only_is_a_confirmed_zero() {
 fn sessions_that_outlived_a_restart_hang_below_pid_1() {
     let mut t = Tree::new();
     // Old sessions re-parented to PID 1, new listener with a session of its own.
-    t.proc(130, 1, "sshd", b"sshd: alice [priv]\0");
-    t.proc(131, 130, "sshd", b"sshd: alice@pts/0\0");
+    t.session(130, 1, "alice", "alice@pts/0");
     t.proc(140, 1, "sshd", b"sshd: root@notty\0");
-    t.proc(
-        200,
-        1,
-        "sshd",
-        b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\0",
-    );
-    t.proc(230, 200, "sshd", b"sshd: bob [priv]\0");
-    t.proc(231, 230, "sshd", b"sshd: bob\0");
+    t.listener(200, 1);
+    t.session(230, 200, "bob", "bob");
     let s = t.sample();
     assert_eq!(s.count(&KindSet::all()), 3);
     assert_eq!(s.method, ScanMethod::Tree);
@@ -221,8 +235,7 @@ fn sessions_that_outlived_a_restart_hang_below_pid_1() {
 fn socket_activated_per_connection_sshd_has_no_listener() {
     let mut t = Tree::new();
     // sshd@.service (Accept=yes): one `sshd -i` per connection, directly below systemd.
-    t.proc(300, 1, "sshd", b"sshd: alice [priv]\0");
-    t.proc(301, 300, "sshd", b"sshd: alice@pts/0\0");
+    t.session(300, 1, "alice", "alice@pts/0");
     assert_eq!(t.sample().count(&KindSet::all()), 1);
 }
 
@@ -230,14 +243,8 @@ fn socket_activated_per_connection_sshd_has_no_listener() {
 fn listener_under_an_unknown_supervisor_is_found_by_the_full_scan_and_then_walked() {
     let mut t = Tree::new();
     t.proc(50, 1, "runsv", b"runsv\0sshd\0");
-    t.proc(
-        100,
-        50,
-        "sshd",
-        b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\0",
-    );
-    t.proc(130, 100, "sshd", b"sshd: alice [priv]\0");
-    t.proc(131, 130, "sshd", b"sshd: alice@pts/0\0");
+    t.listener(100, 50);
+    t.session(130, 100, "alice", "alice@pts/0");
     let mut probe = t.probe(vec![], 0);
     let first = probe.sample(BTIME * 1000).expect("sample");
     assert_eq!(
@@ -256,14 +263,8 @@ fn listener_under_an_unknown_supervisor_is_found_by_the_full_scan_and_then_walke
 fn pid_file_names_a_listener_the_walk_starts_from() {
     let mut t = Tree::new();
     t.proc(50, 1, "bash", b"bash\0");
-    t.proc(
-        100,
-        50,
-        "sshd",
-        b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\0",
-    );
-    t.proc(130, 100, "sshd", b"sshd: alice [priv]\0");
-    t.proc(131, 130, "sshd", b"sshd: alice@notty\0");
+    t.listener(100, 50);
+    t.session(130, 100, "alice", "alice@notty");
     let pid_file = t.root().join("sshd.pid");
     fs::write(&pid_file, "100\n").expect("pid file");
     let s = t
@@ -329,12 +330,7 @@ fn ssm_and_mosh_are_their_own_kinds() {
 #[test]
 fn bad_data_is_skipped_never_an_error() {
     let mut t = Tree::new();
-    t.proc(
-        100,
-        1,
-        "sshd",
-        b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\0",
-    );
+    t.listener(100, 1);
     // Truncated cmdline, empty cmdline (zombie), non-UTF-8 title and comm.
     t.proc(130, 100, "sshd", b"sshd: alice [pri");
     t.proc(140, 100, "sshd", b"");
@@ -379,16 +375,9 @@ fn kind_sets_parse_and_reject() {
 #[test]
 fn pty_idle_time_comes_from_the_ttys_access_time() {
     let mut t = Tree::new();
-    t.proc(
-        100,
-        1,
-        "sshd",
-        b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\0",
-    );
-    t.proc(130, 100, "sshd", b"sshd: alice [priv]\0");
-    t.proc(131, 130, "sshd", b"sshd: alice@pts/0,pts/1\0");
-    t.proc(140, 100, "sshd", b"sshd: bob [priv]\0");
-    t.proc(141, 140, "sshd", b"sshd: bob@notty\0");
+    t.listener(100, 1);
+    t.session(130, 100, "alice", "alice@pts/0,pts/1");
+    t.session(140, 100, "bob", "bob@notty");
     let now = BTIME + 10_000;
     let pts = t.root().join("dev/pts");
     fs::create_dir_all(&pts).expect("dev/pts");
